@@ -1,0 +1,192 @@
+"""A frozen image encoder that can hand out every layer's token sequence.
+
+The encoder never trains: no parameter requires grad, it stays in eval mode whatever ``train()`` is
+called with, every forward runs under ``torch.no_grad()``, and its precision is its own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence, Union
+
+import torch
+from torch import nn
+
+LayerSpec = Union[str, int, Sequence[int], None]
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TapOutput:
+    """What :meth:`FrozenEncoder.tap` returns."""
+    tokens: list[torch.Tensor]          # per tapped layer: [B*T, 1+N, W] (cls first, then patches)
+    layers: list[int]                   # 0-based indices of the tapped layers, ascending
+    embedding: torch.Tensor | None = None  # final image embedding [B*T, E], same as open_clip encode_image
+
+
+@dataclass
+class BackboneInfo:
+    """Static facts about the backbone that the side network and the checkpoints need."""
+    arch: str
+    family: str                 # 'clip' (open_clip ViT) or 'eva' (timm EVA trunk)
+    width: int                  # token width W
+    num_layers: int
+    patch_size: int
+    image_size: int
+    embed_dim: int
+    weights: str | None         # weight file path, or None for random weights
+    weights_format: str | None
+    quick_gelu: bool
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size ** 2
+
+
+def select_layers(num_layers: int, layers: LayerSpec = "all") -> list[int]:
+    """Which 0-based layers to tap: ``'all'`` | ``'every_other'`` | ``k`` (every k-th layer, ending at the last:
+    k-1, 2k-1, ...) | an explicit list (negative indices count from the end) | ``None``/``[]`` (none)."""
+    n = num_layers
+    if layers is None or (isinstance(layers, (list, tuple)) and len(layers) == 0):
+        return []
+    if layers == "all":
+        return list(range(n))
+    if layers == "every_other":
+        layers = 2
+    if isinstance(layers, int) and not isinstance(layers, bool):
+        if layers < 1:
+            raise ValueError(f"every-k-th layer selection needs k >= 1, got {layers}")
+        return [i for i in range(n) if (i + 1) % layers == 0]
+    if isinstance(layers, (list, tuple)):
+        resolved = sorted({i + n if i < 0 else i for i in layers})
+        bad = [i for i in resolved if not 0 <= i < n]
+        if bad:
+            raise ValueError(f"layer indices {bad} out of range for a {n}-layer backbone")
+        return resolved
+    raise ValueError(f"cannot interpret layer selection {layers!r}")
+
+
+class FrozenEncoder(nn.Module):
+    """Wraps an open_clip model (OpenAI-style ViT or timm EVA tower) and freezes it."""
+
+    def __init__(self, clip_model: nn.Module, info: BackboneInfo, precision: str = "fp32",
+                 keep_text_tower: bool = False):
+        super().__init__()
+        if precision not in PRECISIONS:
+            raise ValueError(f"backbone precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        self._text_kept = keep_text_tower
+        if not keep_text_tower:
+            _drop_text_tower(clip_model)
+        self.model = clip_model
+        self.info = info
+        self.dtype = PRECISIONS[precision]
+        self.model.to(self.dtype)
+        self.model.requires_grad_(False)
+        self.model.eval()
+        visual = clip_model.visual
+        self._trunk = getattr(visual, "trunk", None)
+        if self._trunk is None and not hasattr(visual, "transformer"):
+            raise TypeError(f"{info.arch}: only ViT towers have per-layer tokens; "
+                            f"{type(visual).__name__} is not supported")
+
+    # -- frozen behaviour ---------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> "FrozenEncoder":
+        """Frozen: the wrapped model stays in eval mode (dropout off, norms fixed) whatever ``mode`` is."""
+        super().train(False)
+        return self
+
+    @property
+    def has_text_tower(self) -> bool:
+        return self._text_kept and hasattr(self.model, "encode_text")
+
+    # -- forward paths ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """open_clip's ``encode_image`` on ``[B, 3, H, W]`` (or ``[B, T, 3, H, W]``, flattened)."""
+        images = self._prepare(images)
+        return self.model.encode_image(images, normalize=normalize)
+
+    @torch.no_grad()
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        if not self.has_text_tower:
+            raise RuntimeError(f"{self.info.arch}: the text tower was not kept (keep_text_tower=True) "
+                               "or these weights have none")
+        return self.model.encode_text(tokens, normalize=normalize)
+
+    def resolve_layers(self, layers: LayerSpec = "all") -> list[int]:
+        """See :func:`select_layers`."""
+        return select_layers(self.info.num_layers, layers)
+
+    @torch.no_grad()
+    def tap(self, images: torch.Tensor, layers: LayerSpec = "all", embedding: bool = True) -> TapOutput:
+        """Run the frozen encoder once; return the chosen layers' full token sequences (+ the embedding).
+
+        Stops after the last tapped layer when the final embedding is not needed.
+        """
+        images = self._prepare(images)
+        wanted = self.resolve_layers(layers)
+        stop = self.info.num_layers if embedding else (max(wanted) + 1 if wanted else 0)
+        want = set(wanted)
+        tokens: list[torch.Tensor] = []
+        if self._trunk is not None:
+            x, final = self._tap_timm(images, want, stop, tokens, embedding)
+        else:
+            x, final = self._tap_openclip_vit(images, want, stop, tokens, embedding)
+        return TapOutput(tokens=tokens, layers=wanted, embedding=final)
+
+    def forward(self, images: torch.Tensor, layers: LayerSpec = "all", embedding: bool = True) -> TapOutput:
+        return self.tap(images, layers=layers, embedding=embedding)
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() == 5:
+            images = images.flatten(0, 1)
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images [B, 3, H, W] or [B, T, 3, H, W], got {tuple(images.shape)}")
+        return images.to(self.dtype)
+
+    def _tap_openclip_vit(self, images, want, stop, tokens, embedding):
+        visual = self.model.visual
+        x = visual._embeds(images)                       # [B, 1+N, W], ln_pre applied
+        transformer = visual.transformer
+        if not transformer.batch_first:
+            x = x.transpose(0, 1)
+        for index, block in enumerate(transformer.resblocks[:stop]):
+            x = block(x)
+            if index in want:
+                tokens.append(x if transformer.batch_first else x.transpose(0, 1))
+        if not embedding:
+            return x, None
+        if not transformer.batch_first:
+            x = x.transpose(0, 1)
+        pooled, _ = visual._pool(x)
+        if visual.proj is not None:
+            pooled = pooled @ visual.proj
+        return x, pooled
+
+    def _tap_timm(self, images, want, stop, tokens, embedding):
+        trunk = self._trunk
+        x = trunk.patch_embed(images)
+        embedded = trunk._pos_embed(x)                  # adds cls + pos embed, patch dropout (eval: none)
+        x, rope = embedded if isinstance(embedded, tuple) else (embedded, None)
+        x = trunk.norm_pre(x)
+        for index, block in enumerate(trunk.blocks[:stop]):
+            x = block(x, rope=rope) if rope is not None else block(x)
+            if index in want:
+                tokens.append(x)
+        if not embedding:
+            return x, None
+        x = trunk.norm(x)
+        pooled = trunk.forward_head(x)
+        return x, self.model.visual.head(pooled)
+
+
+def _drop_text_tower(model: nn.Module) -> None:
+    """Free the text tower's memory (everything but ``visual`` and the logit scale): recognition never uses it."""
+    for name in [n for n in model._modules if n != "visual"]:
+        del model._modules[name]
+    for name in [n for n in model._parameters if n not in ("logit_scale", "logit_bias")]:
+        del model._parameters[name]

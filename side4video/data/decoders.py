@@ -1,0 +1,239 @@
+"""Clip readers: folders of frame images, and video files through decord or PyAV.
+
+A reader is opened inside ``Dataset.__getitem__`` (so no decoder state exists before the
+DataLoader forks), tells the frame count, decodes only the requested frames and is closed.
+Every failure caused by the data (missing or empty file, undecodable content, too few frames)
+is raised as ``VideoReadError(path, reason)``; anything else is a bug and propagates unchanged.
+
+Frames come back as a uint8 tensor ``[N, 3, H, W]`` whose memory is channels-last (a view of the
+decoders' ``[N, H, W, 3]`` arrays): torchvision's uint8 resize runs about 3x faster on that layout.
+"""
+from __future__ import annotations
+
+import os
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .lists import VideoRecord
+
+VIDEO_BACKENDS = ("decord", "pyav")
+
+
+class VideoReadError(Exception):
+    """A video or frame folder that cannot be read; ``reason`` is a short human-readable cause."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self):  # keep both fields when sent between processes
+        return type(self), (self.path, self.reason)
+
+
+class ClipReader(Protocol):
+    path: str
+    num_frames: int
+
+    def read(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "ClipReader": ...
+
+    def __exit__(self, *exc_info) -> None: ...
+
+
+def _first_line(error: BaseException, limit: int = 200) -> str:
+    text = str(error).strip().splitlines()
+    message = text[0] if text else type(error).__name__
+    return message[:limit]
+
+
+def _check_video_file(path: str) -> None:
+    """Cheap checks that give clearer reasons than the decoders' own messages."""
+    if not os.path.exists(path):
+        raise VideoReadError(path, "file not found")
+    if not os.path.isfile(path):
+        raise VideoReadError(path, "not a regular file")
+    if os.path.getsize(path) == 0:
+        raise VideoReadError(path, "empty file (0 bytes)")
+
+
+def _unique_indices(indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Sorted distinct indices to decode, and how to expand them back (None: already in order)."""
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if indices.size == 0:
+        raise ValueError("no frame indices requested")
+    unique, inverse = np.unique(indices, return_inverse=True)
+    return unique, (None if np.array_equal(unique, indices) else inverse)
+
+
+def _to_frames_tensor(frames_nhwc: np.ndarray, inverse: np.ndarray | None) -> torch.Tensor:
+    if inverse is not None:
+        frames_nhwc = frames_nhwc[inverse]
+    return torch.from_numpy(np.ascontiguousarray(frames_nhwc)).permute(0, 3, 1, 2)
+
+
+class _Closing:
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class FrameFolderReader(_Closing):
+    """A folder of 1-indexed frame images named ``image_tmpl.format(i)``.
+
+    The listed frame count is trusted after one cheap check: the last listed frame file exists.
+    Only the requested frames are decoded (PIL; torchvision's decode_jpeg measured the same speed).
+    """
+
+    def __init__(self, directory: str, num_frames: int, image_tmpl: str):
+        self.path = directory
+        self.image_tmpl = image_tmpl
+        if not os.path.isdir(directory):
+            raise VideoReadError(directory, "frame folder not found")
+        if num_frames < 1:
+            raise VideoReadError(directory, "listed with 0 frames")
+        last_file = os.path.join(directory, image_tmpl.format(num_frames))
+        if not os.path.isfile(last_file):
+            present = len(os.listdir(directory))
+            if present == 0:
+                raise VideoReadError(directory, "frame folder is empty")
+            raise VideoReadError(
+                directory, f"frame file {os.path.basename(last_file)} missing: the list says {num_frames} frames, "
+                           f"the folder holds {present} files")
+        self.num_frames = num_frames
+
+    def _load(self, index: int) -> np.ndarray:
+        file = os.path.join(self.path, self.image_tmpl.format(index + 1))
+        try:
+            with Image.open(file) as image:
+                return np.asarray(image.convert("RGB"))
+        except FileNotFoundError:
+            raise VideoReadError(self.path, f"frame file {os.path.basename(file)} missing") from None
+        except Exception as error:  # PIL raises OSError, SyntaxError, ValueError... for bad files
+            raise VideoReadError(self.path, f"cannot decode {os.path.basename(file)}: {_first_line(error)}") from None
+
+    def read(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+        unique, inverse = _unique_indices(indices)
+        images = [self._load(int(i)) for i in unique]
+        if len({image.shape for image in images}) > 1:
+            raise VideoReadError(self.path, f"frames differ in size: {sorted({im.shape for im in images})}")
+        return _to_frames_tensor(np.stack(images), inverse)
+
+
+class DecordReader(_Closing):
+    """A video file read with ``decord.VideoReader(path, num_threads=1)`` and ``get_batch``."""
+
+    def __init__(self, path: str):
+        self.path = path
+        _check_video_file(path)
+        import decord  # lazily: decord wheels exist only for x86-64
+
+        try:
+            self._reader = decord.VideoReader(path, num_threads=1)
+        except Exception as error:
+            raise VideoReadError(path, f"cannot open video (decord: {_first_line(error)})") from None
+        self.num_frames = len(self._reader)
+        if self.num_frames == 0:
+            raise VideoReadError(path, "video has no frames")
+
+    def read(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+        unique, inverse = _unique_indices(indices)
+        try:
+            batch = self._reader.get_batch(unique.tolist()).asnumpy()
+        except Exception as error:
+            raise VideoReadError(self.path, f"decoding failed (decord: {_first_line(error)})") from None
+        return _to_frames_tensor(batch, inverse)
+
+    def close(self) -> None:
+        self._reader = None
+
+
+class PyAVReader(_Closing):
+    """A video file read with PyAV (single-threaded decoding, one reader per worker).
+
+    Frames are decoded in order up to the last requested one; only requested frames are converted
+    to RGB. No seeking: TSN segments span the whole video, so the last requested frame is near
+    the end anyway (decord, the default backend, is the faster path for long videos).
+    The frame count is the stream header's, or the number of packets when the header has none
+    (e.g. mkv/webm).
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        _check_video_file(path)
+        import av
+
+        self._av = av
+        self._container = None
+        try:
+            self._container = av.open(path)
+            if not self._container.streams.video:
+                raise VideoReadError(path, "no video stream")
+            stream = self._container.streams.video[0]
+            self.num_frames = stream.frames or self._count_packets(path)
+        except VideoReadError:
+            self.close()
+            raise
+        except Exception as error:
+            self.close()
+            raise VideoReadError(path, f"cannot open video (pyav: {_first_line(error)})") from None
+        if self.num_frames == 0:
+            self.close()
+            raise VideoReadError(path, "video has no frames")
+
+    def _count_packets(self, path: str) -> int:
+        with self._av.open(path) as container:
+            stream = container.streams.video[0]
+            return sum(1 for packet in container.demux(stream) if packet.size > 0)
+
+    def read(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+        unique, inverse = _unique_indices(indices)
+        wanted = set(unique.tolist())
+        last = int(unique[-1])
+        decoded: dict[int, np.ndarray] = {}
+        position = -1
+        try:
+            stream = self._container.streams.video[0]
+            stream.codec_context.thread_count = 1
+            for position, frame in enumerate(self._container.decode(stream)):
+                if position in wanted:
+                    decoded[position] = frame.to_ndarray(format="rgb24")
+                if position >= last:
+                    break
+        except Exception as error:
+            raise VideoReadError(self.path, f"decoding failed after {position + 1} frames "
+                                            f"(pyav: {_first_line(error)})") from None
+        if len(decoded) < len(unique):
+            raise VideoReadError(self.path, f"stream ended after {position + 1} of {self.num_frames} frames")
+        frames = [decoded[i] for i in unique.tolist()]
+        if len({f.shape for f in frames}) > 1:
+            raise VideoReadError(self.path, "frames differ in size")
+        return _to_frames_tensor(np.stack(frames), inverse)
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+
+def open_reader(record: VideoRecord, root: str, *, image_tmpl: str, video_backend: str = "decord") -> ClipReader:
+    """Open the reader for one annotated video (raises VideoReadError for unreadable data)."""
+    path = os.path.join(root, record.path)
+    if not record.is_video:
+        return FrameFolderReader(path, record.num_frames or 0, image_tmpl)
+    if video_backend == "decord":
+        return DecordReader(path)
+    if video_backend == "pyav":
+        return PyAVReader(path)
+    raise ValueError(f"data.video_backend must be one of {VIDEO_BACKENDS}, got {video_backend!r}")

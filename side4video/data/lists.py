@@ -1,0 +1,144 @@
+"""Annotation lists (TSN / Side4Video formats) and class-name CSVs.
+
+Accepted list lines, one video per line, fields separated by whitespace:
+
+* ``frame_dir num_frames label``   a folder of 1-indexed frame images;
+* ``video_file label``             a video file; its frame count comes from the decoder;
+* ``video_file num_frames label``  the same, the listed count is kept but not trusted.
+
+A path is a video file when its extension is in ``VIDEO_EXTENSIONS``. Fields are split from the
+right, so paths that contain spaces still parse. Blank lines are ignored. One list holds one kind:
+mixing frame folders and video files is an error.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+
+VIDEO_EXTENSIONS = frozenset({
+    ".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpeg", ".mpg", ".flv", ".wmv",
+})
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One annotated video.
+
+    ``path`` is the path as listed (relative to the split's root; it doubles as the video id).
+    ``num_frames`` is the listed count, or None when the line has none. ``line`` is the 1-based
+    line number in the list, kept so later errors can point at the source.
+    """
+
+    path: str
+    num_frames: int | None
+    label: int
+    is_video: bool
+    line: int = 0
+
+
+def is_video_file(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in VIDEO_EXTENSIONS
+
+
+def _parse_int(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def parse_list_line(text: str, *, source: str = "<list>", line: int = 0) -> VideoRecord:
+    """Parse one non-blank annotation line; raise ValueError naming ``source:line`` if malformed."""
+    where = f"{source}:{line}"
+    expected = "expected '<frame_dir> <num_frames> <label>', '<video> <label>' or '<video> <num_frames> <label>'"
+    head_and_label = text.rsplit(maxsplit=1)
+    if len(head_and_label) != 2:
+        raise ValueError(f"{where}: {expected}, got {text!r}")
+    head, label_text = head_and_label
+    label = _parse_int(label_text)
+    if label is None:
+        raise ValueError(f"{where}: label {label_text!r} is not an integer ({expected})")
+    if label < 0:
+        raise ValueError(f"{where}: negative label {label}")
+
+    # The field before the label is a frame count only if it is an integer and a path precedes it.
+    path, num_frames = head, None
+    path_and_count = head.rsplit(maxsplit=1)
+    if len(path_and_count) == 2 and _parse_int(path_and_count[1]) is not None:
+        path, num_frames = path_and_count[0], int(path_and_count[1])
+
+    video = is_video_file(path)
+    if not video and num_frames is None:
+        raise ValueError(
+            f"{where}: frame-folder entry needs an integer frame count: '<frame_dir> <num_frames> <label>', "
+            f"got {text!r} (video files are recognised by extension: {', '.join(sorted(VIDEO_EXTENSIONS))})")
+    if num_frames is not None and num_frames < 0:
+        raise ValueError(f"{where}: negative frame count {num_frames}")
+    return VideoRecord(path=path, num_frames=num_frames, label=label, is_video=video, line=line)
+
+
+def read_annotation_list(list_file: str, *, num_classes: int | None = None) -> list[VideoRecord]:
+    """Read a TSN-style annotation list.
+
+    Raises FileNotFoundError for a missing file and ValueError (message ``file:line: ...``) for a
+    malformed line, a label outside ``[0, num_classes)``, a list that mixes frame folders and video
+    files, or a list without entries.
+    """
+    if not os.path.isfile(list_file):
+        raise FileNotFoundError(f"annotation list not found: {list_file}")
+    records: list[VideoRecord] = []
+    with open(list_file, encoding="utf-8") as handle:
+        for line_number, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            record = parse_list_line(text.strip(), source=list_file, line=line_number)
+            if num_classes is not None and record.label >= num_classes:
+                raise ValueError(f"{list_file}:{line_number}: label {record.label} is outside "
+                                 f"[0, {num_classes}) (num_classes={num_classes})")
+            if records and record.is_video != records[0].is_video:
+                kinds = {True: "a video file", False: "a frame folder"}
+                raise ValueError(
+                    f"{list_file}:{line_number}: entry is {kinds[record.is_video]} but line {records[0].line} "
+                    f"is {kinds[records[0].is_video]}; a list must hold only one kind")
+            records.append(record)
+    if not records:
+        raise ValueError(f"{list_file}:1: annotation list has no entries")
+    return records
+
+
+def format_record(record: VideoRecord) -> str:
+    """The list line for ``record``, in the format it was read from."""
+    if record.num_frames is None:
+        return f"{record.path} {record.label}"
+    return f"{record.path} {record.num_frames} {record.label}"
+
+
+def read_label_names(csv_file: str) -> list[str]:
+    """Class names from a CSV of ``id,name`` rows (a header line is optional), ordered by id.
+
+    Ids must be exactly 0..N-1; a name may itself contain commas.
+    """
+    if not os.path.isfile(csv_file):
+        raise FileNotFoundError(f"label list not found: {csv_file}")
+    names: dict[int, str] = {}
+    with open(csv_file, encoding="utf-8", newline="") as handle:
+        for line_number, row in enumerate(csv.reader(handle), start=1):
+            if not row or not "".join(row).strip():
+                continue
+            class_id = _parse_int(row[0].strip())
+            if class_id is None:
+                if line_number == 1 and not names:
+                    continue  # header, e.g. "id,name"
+                raise ValueError(f"{csv_file}:{line_number}: class id {row[0]!r} is not an integer")
+            if len(row) < 2:
+                raise ValueError(f"{csv_file}:{line_number}: expected 'id,name', got {','.join(row)!r}")
+            if class_id in names:
+                raise ValueError(f"{csv_file}:{line_number}: duplicate class id {class_id}")
+            names[class_id] = ",".join(row[1:]).strip()
+    if not names:
+        raise ValueError(f"{csv_file}:1: label list has no entries")
+    if sorted(names) != list(range(len(names))):
+        missing = sorted(set(range(max(names) + 1)) - set(names))
+        raise ValueError(f"{csv_file}: class ids must be 0..{len(names) - 1} without gaps; missing {missing[:10]}")
+    return [names[i] for i in range(len(names))]

@@ -1,0 +1,78 @@
+"""Baselines on frozen frame embeddings, for comparisons on the same data and backbone.
+
+Both read only the backbone's final embedding per frame (``embedding`` ``[B*T, E]``), never its tokens.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..backbones.frozen import BackboneInfo
+
+
+class FrameAverageProbe(nn.Module):
+    """TSN-style linear probe: average the frozen per-frame embeddings over time, standardise, classify.
+
+    Frame order is invisible to it, so it cannot solve a task that needs time.
+    """
+
+    needs_embedding = True
+    backbone_layers: list[int] = []
+
+    def __init__(self, backbone: BackboneInfo, num_classes: int, *, drop_fc: float = 0.0):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(backbone.embed_dim, affine=False)  # feature standardisation, as in linear probing
+        self.dropout = nn.Dropout(drop_fc)
+        self.fc = nn.Linear(backbone.embed_dim, num_classes)
+        nn.init.normal_(self.fc.weight, std=0.02)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward_features(self, frames: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        b = frames.shape[0]
+        return self.norm(embedding.to(self.fc.weight.dtype).reshape(b, -1, embedding.shape[-1]).mean(dim=1))
+
+    def forward(self, frames: torch.Tensor, tokens: Sequence[torch.Tensor] = (),
+                embedding: torch.Tensor | None = None) -> torch.Tensor:
+        if embedding is None:
+            raise ValueError("FrameAverageProbe needs the backbone's frame embeddings")
+        return self.fc(self.dropout(self.forward_features(frames, embedding)))
+
+
+class TemporalTransformerHead(nn.Module):
+    """Text4Vis "Transf" video header: frame embeddings + frame position embeddings → transformer, residual,
+    mean over time → linear classifier."""
+
+    needs_embedding = True
+    backbone_layers: list[int] = []
+
+    def __init__(self, backbone: BackboneInfo, num_classes: int, *, num_frames: int = 8, layers: int = 6,
+                 drop_fc: float = 0.0):
+        super().__init__()
+        width = backbone.embed_dim
+        heads = max(width // 64, 1)
+        self.frame_pos = nn.Parameter(torch.empty(num_frames, width).normal_(std=0.01))
+        layer = nn.TransformerEncoderLayer(width, heads, dim_feedforward=4 * width, dropout=0.0,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.BatchNorm1d(width, affine=False)
+        self.dropout = nn.Dropout(drop_fc)
+        self.fc = nn.Linear(width, num_classes)
+        nn.init.normal_(self.fc.weight, std=0.02)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward_features(self, frames: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        b = frames.shape[0]
+        x = embedding.to(self.fc.weight.dtype).reshape(b, -1, embedding.shape[-1])
+        t = x.shape[1]
+        if t > self.frame_pos.shape[0]:
+            raise ValueError(f"clip has {t} frames; the head was built for at most {self.frame_pos.shape[0]}")
+        x = x + self.transformer(x + self.frame_pos[:t])
+        return self.norm(x.mean(dim=1))
+
+    def forward(self, frames: torch.Tensor, tokens: Sequence[torch.Tensor] = (),
+                embedding: torch.Tensor | None = None) -> torch.Tensor:
+        if embedding is None:
+            raise ValueError("TemporalTransformerHead needs the backbone's frame embeddings")
+        return self.fc(self.dropout(self.forward_features(frames, embedding)))
