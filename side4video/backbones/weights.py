@@ -91,6 +91,10 @@ def convert_to_model_keys(state_dict: dict[str, torch.Tensor], model: nn.Module)
     if "positional_embedding" in state_dict and not hasattr(model, "positional_embedding"):
         from open_clip.model import convert_to_custom_text_state_dict
         state_dict = convert_to_custom_text_state_dict(state_dict)
+    # Buffers the model derives itself (e.g. the text attention mask a TorchScript archive also stores).
+    persistent = model.state_dict().keys()
+    derived = {name for name, _ in model.named_buffers() if name not in persistent}
+    state_dict = {k: v for k, v in state_dict.items() if k not in derived}
     if "logit_scale" in state_dict and hasattr(model, "logit_scale"):
         state_dict["logit_scale"] = state_dict["logit_scale"].reshape(model.logit_scale.shape)
     return state_dict

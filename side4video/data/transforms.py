@@ -1,0 +1,281 @@
+"""Clip transforms: one random draw per clip, applied identically to every frame.
+
+Clips are uint8 tensors ``[N, 3, H, W]`` (N frames). Training augmentation follows the
+Side4Video recipe: RandAugment (optional, before resizing) -> scale -> crop -> flip -> grayscale.
+Normalisation is left to ``normalize_frames``, run on the training device on whole batches.
+Geometry helpers are pure functions so that tests can check boxes directly.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms.v2 import functional as TF
+
+# short side (int) or fixed (height, width)
+ScaleSize = int | tuple[int, int]
+# (top, left, height, width) in pixels
+Box = tuple[int, int, int, int]
+
+MULTISCALE_SCALES = (1.0, 0.875, 0.75, 0.66)
+TEST_CROP_CHOICES = (1, 3, 5, 10)
+
+
+def default_scale_size(input_size: int, dataset: str = "") -> ScaleSize:
+    """The reference's resize before cropping: (256, 320) for Something-Something, else short side 256
+    (both for a 224 input, scaled proportionally for other input sizes)."""
+    name = dataset.lower()
+    if "something" in name or "sth" in name:
+        return (round(256 * input_size / 224), round(320 * input_size / 224))
+    return round(input_size * 256 / 224)
+
+
+def resolve_scale_size(scale_size: int | Sequence[int] | None, input_size: int, dataset: str = "") -> ScaleSize:
+    """Normalise ``data.scale_size`` (None, an int, or [H, W]) and check it can hold the crop."""
+    if scale_size is None:
+        scale = default_scale_size(input_size, dataset)
+    elif isinstance(scale_size, (int, np.integer)):
+        scale = int(scale_size)
+    elif len(scale_size) == 2:
+        scale = (int(scale_size[0]), int(scale_size[1]))
+    else:
+        raise ValueError(f"data.scale_size must be an int or [height, width], got {scale_size!r}")
+    smallest = scale if isinstance(scale, int) else min(scale)
+    if smallest < input_size:
+        raise ValueError(f"data.scale_size {scale_size!r} is smaller than data.input_size {input_size}")
+    return scale
+
+
+def scaled_shape(height: int, width: int, scale: ScaleSize) -> tuple[int, int]:
+    """Frame shape after scaling: an int sets the short side (long side truncated, as torchvision)."""
+    if not isinstance(scale, int):
+        return scale
+    if height <= width:
+        return scale, int(scale * width / height)
+    return int(scale * height / width), scale
+
+
+def resize_clip(frames: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize with antialiasing (like PIL's), skipped when the shape already matches."""
+    if tuple(frames.shape[-2:]) == tuple(shape):
+        return frames
+    return TF.resize(frames, list(shape), antialias=True)
+
+
+def crop_resize(frames: torch.Tensor, box: Box, size: int) -> torch.Tensor:
+    top, left, height, width = box
+    return resize_clip(frames[..., top:top + height, left:left + width], (size, size))
+
+
+def center_box(height: int, width: int, crop_height: int, crop_width: int | None = None) -> Box:
+    crop_width = crop_height if crop_width is None else crop_width
+    return (height - crop_height) // 2, (width - crop_width) // 2, crop_height, crop_width
+
+
+def random_resized_box(height: int, width: int, area_range: Sequence[float], ratio_range: Sequence[float],
+                       rng: np.random.Generator) -> Box:
+    """Inception-style crop: area fraction uniform in ``area_range``, aspect ratio (w/h) log-uniform in
+    ``ratio_range``; 10 tries, then the largest centred box with a clamped aspect ratio."""
+    area = height * width
+    log_ratio = (math.log(ratio_range[0]), math.log(ratio_range[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(area_range[0], area_range[1])
+        aspect = math.exp(rng.uniform(*log_ratio))
+        crop_w = int(round(math.sqrt(target_area * aspect)))
+        crop_h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < crop_w <= width and 0 < crop_h <= height:
+            top = int(rng.integers(height - crop_h + 1))
+            left = int(rng.integers(width - crop_w + 1))
+            return top, left, crop_h, crop_w
+    aspect = width / height
+    if aspect < min(ratio_range):
+        crop_w, crop_h = width, int(round(width / min(ratio_range)))
+    elif aspect > max(ratio_range):
+        crop_h, crop_w = height, int(round(height * max(ratio_range)))
+    else:
+        crop_h, crop_w = height, width
+    return center_box(height, width, crop_h, crop_w)
+
+
+def multiscale_box(height: int, width: int, input_size: int, rng: np.random.Generator,
+                   scales: Sequence[float] = MULTISCALE_SCALES, max_distort: int = 1) -> Box:
+    """TSN multi-scale crop: side lengths from ``scales`` x short side (snapped to ``input_size`` when
+    within 3 px), width and height scale indices at most ``max_distort`` apart, placed at one of 13
+    fixed positions (corners, centre, edge middles and quarter points)."""
+    base = min(height, width)
+    sizes = [int(base * s) for s in scales]
+    sizes = [input_size if abs(s - input_size) < 3 else s for s in sizes]
+    pairs = [(h, w) for i, h in enumerate(sizes) for j, w in enumerate(sizes) if abs(i - j) <= max_distort]
+    crop_h, crop_w = pairs[int(rng.integers(len(pairs)))]
+    step_y, step_x = (height - crop_h) // 4, (width - crop_w) // 4
+    grid = ((0, 0), (0, 4), (4, 0), (4, 4), (2, 2),
+            (2, 0), (2, 4), (4, 2), (0, 2), (1, 1), (1, 3), (3, 1), (3, 3))  # (row, column) in quarters
+    row, column = grid[int(rng.integers(len(grid)))]
+    return row * step_y, column * step_x, crop_h, crop_w
+
+
+def to_grayscale(frames: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601 luma (PIL's 'L' weights), repeated over the 3 channels."""
+    weights = torch.tensor([299, 587, 114], dtype=torch.int32).view(3, 1, 1)
+    luma = ((frames.to(torch.int32) * weights).sum(dim=-3, keepdim=True) + 500) // 1000
+    return luma.to(torch.uint8).expand_as(frames).contiguous(memory_format=torch.channels_last)
+
+
+@contextlib.contextmanager
+def isolated_global_rngs(seed: int) -> Iterator[None]:
+    """Seed Python's and NumPy's global RNGs for a block, then give the caller back its own states."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+class ClipRandAugment:
+    """timm RandAugment with the same operations and magnitudes on every frame of a clip.
+
+    timm draws from the global ``random``/``numpy.random`` states; these are seeded per clip and
+    rewound to the same point before each frame, inside ``isolated_global_rngs``.
+    """
+
+    def __init__(self, policy: str, translate_const: int, mean: Sequence[float]):
+        from timm.data.auto_augment import rand_augment_transform
+
+        hparams = dict(translate_const=translate_const, img_mean=tuple(round(255 * m) for m in mean),
+                       interpolation=Image.BICUBIC)
+        self.policy = policy
+        self._transform = rand_augment_transform(policy, hparams)
+
+    def __call__(self, frames: torch.Tensor, seed: int) -> torch.Tensor:
+        images = frames.permute(0, 2, 3, 1).numpy()
+        outputs = []
+        with isolated_global_rngs(seed):
+            python_state, numpy_state = random.getstate(), np.random.get_state()
+            for image in images:
+                random.setstate(python_state)
+                np.random.set_state(numpy_state)
+                outputs.append(np.asarray(self._transform(Image.fromarray(image))))
+        return torch.from_numpy(np.stack(outputs)).permute(0, 3, 1, 2)
+
+
+class TrainAugmentation:
+    """One augmented view of a clip: [RandAugment] -> scale -> crop -> flip -> grayscale.
+
+    Returns ``(frames [N, 3, S, S], flipped)``; the caller swaps left/right labels of flipped views.
+    All random choices come from ``rng``, one draw per clip.
+    """
+
+    def __init__(self, input_size: int, scale: ScaleSize, *, crop: str = "random_resized",
+                 crop_area: Sequence[float] = (0.08, 1.0), crop_ratio: Sequence[float] = (3 / 4, 4 / 3),
+                 flip: bool = True, grayscale: float = 0.0, rand_augment: ClipRandAugment | None = None):
+        if crop not in ("random_resized", "multiscale", "center"):
+            raise ValueError(f"data.train_crop must be random_resized, multiscale or center, got {crop!r}")
+        self.input_size = input_size
+        self.scale = scale
+        self.crop = crop
+        self.crop_area = tuple(crop_area)
+        self.crop_ratio = tuple(crop_ratio)
+        self.flip = flip
+        self.grayscale = grayscale
+        self.rand_augment = rand_augment
+
+    def crop_box(self, height: int, width: int, rng: np.random.Generator) -> Box:
+        if self.crop == "random_resized":
+            return random_resized_box(height, width, self.crop_area, self.crop_ratio, rng)
+        if self.crop == "multiscale":
+            return multiscale_box(height, width, self.input_size, rng)
+        return center_box(height, width, self.input_size)
+
+    def __call__(self, frames: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, bool]:
+        if self.rand_augment is not None:
+            frames = self.rand_augment(frames, seed=int(rng.integers(2 ** 32)))
+        frames = resize_clip(frames, scaled_shape(frames.shape[-2], frames.shape[-1], self.scale))
+        frames = crop_resize(frames, self.crop_box(frames.shape[-2], frames.shape[-1], rng), self.input_size)
+        flipped = bool(self.flip and rng.random() < 0.5)
+        if flipped:
+            frames = frames.flip(-1)
+        if self.grayscale > 0 and rng.random() < self.grayscale:
+            frames = to_grayscale(frames)
+        return frames, flipped
+
+
+def eval_crop_geometry(height: int, width: int, input_size: int, scale: ScaleSize,
+                       num_crops: int) -> tuple[tuple[int, int], list[tuple[int, int, bool]]]:
+    """Where the test views of an ``height x width`` frame are cut, as ``(scaled (h, w), [(top, left, flipped)])``.
+
+    Every view is an ``S x S`` square, S = input_size, cut from the frame resized to the scaled shape:
+
+    * 1 crop:  resize by the scale rule (``data.scale_size``), centre crop:
+      ``top = (h - S) // 2``, ``left = (w - S) // 2``.
+    * 3 crops: resize the short side to S (aspect kept, long side truncated), crops at the start, middle
+      ``(long - S) // 2`` and end ``long - S`` of the long side: left/centre/right for landscape frames,
+      top/centre/bottom for portrait ones (TSM "full-res" at the network's input size; no flips).
+    * 5 crops: resize by the scale rule, then top-left ``(0, 0)``, top-right ``(0, w - S)``, bottom-left
+      ``(h - S, 0)``, bottom-right ``(h - S, w - S)`` and centre, in that order.
+    * 10 crops: those 5, then the same 5 mirrored horizontally.
+    """
+    if num_crops not in TEST_CROP_CHOICES:
+        raise ValueError(f"test_crops must be one of {TEST_CROP_CHOICES}, got {num_crops}")
+    size = input_size
+    if num_crops == 3:
+        h, w = scaled_shape(height, width, size)
+        if w >= h:
+            positions = [(0, left) for left in (0, (w - size) // 2, w - size)]
+        else:
+            positions = [(top, 0) for top in (0, (h - size) // 2, h - size)]
+        return (h, w), [(top, left, False) for top, left in positions]
+    h, w = scaled_shape(height, width, scale)
+    if min(h, w) < size:
+        raise ValueError(f"scaled frame {h}x{w} is smaller than the {size}x{size} crop")
+    centre = center_box(h, w, size)[:2]
+    if num_crops == 1:
+        return (h, w), [(*centre, False)]
+    corners = [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size), centre]
+    views = [(top, left, False) for top, left in corners]
+    if num_crops == 10:
+        views += [(top, left, True) for top, left in corners]
+    return (h, w), views
+
+
+class EvalViews:
+    """The deterministic spatial views of a clip for validation/testing (see ``eval_crop_geometry``)."""
+
+    def __init__(self, input_size: int, scale: ScaleSize, num_crops: int = 1):
+        if num_crops not in TEST_CROP_CHOICES:
+            raise ValueError(f"test_crops must be one of {TEST_CROP_CHOICES}, got {num_crops}")
+        self.input_size = input_size
+        self.scale = scale
+        self.num_crops = num_crops
+
+    def __call__(self, frames: torch.Tensor) -> tuple[torch.Tensor, list[bool]]:
+        """``frames [N, 3, H, W]`` -> ``(views [num_crops, N, 3, S, S], flipped per view)``."""
+        shape, geometry = eval_crop_geometry(frames.shape[-2], frames.shape[-1], self.input_size,
+                                             self.scale, self.num_crops)
+        frames = resize_clip(frames, shape)
+        size = self.input_size
+        views = []
+        for top, left, flipped in geometry:
+            view = frames[..., top:top + size, left:left + size]
+            views.append(view.flip(-1) if flipped else view)
+        return torch.stack(views), [flipped for _, _, flipped in geometry]
+
+
+def normalize_frames(frames: torch.Tensor, mean: Sequence[float] | torch.Tensor,
+                     std: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    """uint8 frames ``[..., 3, H, W]`` (any device) -> float32 ``(x / 255 - mean) / std`` per channel."""
+    if frames.dtype != torch.uint8:
+        raise TypeError(f"normalize_frames expects uint8 frames, got {frames.dtype}")
+    if frames.dim() < 3 or frames.shape[-3] != 3:
+        raise ValueError(f"expected frames shaped [..., 3, H, W], got {tuple(frames.shape)}")
+    # (x / 255 - m) / s == (x - 255 m) / (255 s): one subtraction and one division on the whole batch
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=frames.device).view(3, 1, 1) * 255
+    std = torch.as_tensor(std, dtype=torch.float32, device=frames.device).view(3, 1, 1) * 255
+    return frames.to(torch.float32).sub_(mean).div_(std)

@@ -1,0 +1,68 @@
+"""Shared test helpers: tiny backbones written in the real weight-file formats."""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+ASSETS = Path(__file__).resolve().parents[1] / "side4video" / "assets"
+TINY_CLIP_JSON = ASSETS / "tiny_clip.json"
+TINY_EVA_JSON = ASSETS / "tiny_eva.json"
+
+
+def tiny_open_clip(config: Path = TINY_CLIP_JSON, quick_gelu: bool = False, seed: int = 0) -> torch.nn.Module:
+    """A tiny open_clip model with random (seeded) weights, as a weight-file writer would have it."""
+    from side4video.backbones import build_open_clip_model
+    torch.manual_seed(seed)
+    model = build_open_clip_model(json.loads(config.read_text()), quick_gelu=quick_gelu).eval()
+    with torch.no_grad():  # make norms non-trivial so a wrongly loaded tensor shows up in outputs
+        for name, param in model.named_parameters():
+            if name.endswith("bias") or "ln" in name or "norm" in name:
+                param.add_(torch.randn_like(param) * 0.1)
+    return model
+
+
+def write_openai_torchscript(model: torch.nn.Module, path: Path, image_size: int = 64) -> Path:
+    """An archive shaped like OpenAI's ``ViT-B-16.pt``: a scripted CLIP whose state dict carries
+    ``input_resolution``, ``context_length`` and ``vocab_size``."""
+    import copy
+    scripted_source = copy.deepcopy(model)
+    del scripted_source.context_length
+    del scripted_source.vocab_size
+    scripted_source.register_buffer("input_resolution", torch.tensor(image_size))
+    scripted_source.register_buffer("context_length", torch.tensor(77))
+    scripted_source.register_buffer("vocab_size", torch.tensor(49408))
+    torch.jit.script(scripted_source).save(str(path))
+    return path
+
+
+def to_baai_eva_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """open_clip/timm EVA keys → the BAAI EVA-CLIP checkpoint layout (``visual.blocks.N.attn.q_bias`` ...)."""
+    renames = [(".attn.q_proj.bias", ".attn.q_bias"), (".attn.v_proj.bias", ".attn.v_bias"),
+               (".attn.norm.", ".attn.inner_attn_ln."), (".mlp.norm.", ".mlp.ffn_ln."),
+               (".mlp.fc1_g.", ".mlp.w1."), (".mlp.fc1_x.", ".mlp.w2."), (".mlp.fc2.", ".mlp.w3.")]
+    out = {}
+    for key, value in state_dict.items():
+        if key.startswith("visual.trunk."):
+            key = "visual." + key[len("visual.trunk."):]
+            for old, new in renames:
+                key = key.replace(old, new)
+        out[key] = value.clone()
+    # BAAI checkpoints also store their rotary tables; loaders must ignore them.
+    out["visual.rope.freqs_cos"] = torch.zeros(64, 32)
+    out["visual.rope.freqs_sin"] = torch.zeros(64, 32)
+    return out
+
+
+@pytest.fixture
+def quiet_random_weights():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*RANDOM weights.*")
+        yield
