@@ -15,6 +15,7 @@ It depends only on the standard library.
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -33,6 +34,15 @@ DONE_SUFFIX = ".done"
 TMP_DIR = ".tmp"
 
 _WS = re.compile(r"\s")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows '(default: ...)' only for options whose default means something (not None/False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 class AnnotationError(ValueError):

@@ -1,0 +1,34 @@
+"""Video data pipeline: annotation lists, decoding, frame sampling, clip augmentation and loaders.
+
+The toy dataset generator lives in ``side4video.data.toy`` (not imported here, so that
+``python -m side4video.data.toy`` runs cleanly).
+"""
+from .bad_samples import BadSampleTracker
+from .dataset import VideoDataset, build_dataset
+from .decoders import VideoReadError, open_reader
+from .lists import VideoRecord, format_record, read_annotation_list, read_label_names
+from .loader import ShardedEvalSampler, TrainSampler, build_loader, collate_eval, collate_train
+from .sampling import FrameSampler
+from .transforms import EvalViews, TrainAugmentation, eval_crop_geometry, normalize_frames
+
+__all__ = [
+    "BadSampleTracker",
+    "EvalViews",
+    "FrameSampler",
+    "ShardedEvalSampler",
+    "TrainAugmentation",
+    "TrainSampler",
+    "VideoDataset",
+    "VideoReadError",
+    "VideoRecord",
+    "build_dataset",
+    "build_loader",
+    "collate_eval",
+    "collate_train",
+    "eval_crop_geometry",
+    "format_record",
+    "normalize_frames",
+    "open_reader",
+    "read_annotation_list",
+    "read_label_names",
+]

@@ -11,6 +11,7 @@ decoders' ``[N, H, W, 3]`` arrays): torchvision's uint8 resize runs about 3x fas
 from __future__ import annotations
 
 import os
+import re
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -48,8 +49,9 @@ class ClipReader(Protocol):
 
 
 def _first_line(error: BaseException, limit: int = 200) -> str:
-    text = str(error).strip().splitlines()
-    message = text[0] if text else type(error).__name__
+    """The first line of an error message, without decord's "[hh:mm:ss] /src/file.cc:123: " prefix."""
+    lines = str(error).strip().splitlines()
+    message = re.sub(r"^\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", lines[0]) if lines else type(error).__name__
     return message[:limit]
 
 
@@ -180,8 +182,9 @@ class PyAVReader(_Closing):
             self._container = av.open(path)
             if not self._container.streams.video:
                 raise VideoReadError(path, "no video stream")
-            stream = self._container.streams.video[0]
-            self.num_frames = stream.frames or self._count_packets(path)
+            self._stream = self._container.streams.video[0]
+            self._stream.codec_context.thread_count = 1  # parallelism comes from DataLoader workers
+            self.num_frames = self._stream.frames or self._count_packets(path)
         except VideoReadError:
             self.close()
             raise
@@ -204,9 +207,7 @@ class PyAVReader(_Closing):
         decoded: dict[int, np.ndarray] = {}
         position = -1
         try:
-            stream = self._container.streams.video[0]
-            stream.codec_context.thread_count = 1
-            for position, frame in enumerate(self._container.decode(stream)):
+            for position, frame in enumerate(self._container.decode(self._stream)):
                 if position in wanted:
                     decoded[position] = frame.to_ndarray(format="rgb24")
                 if position >= last:
@@ -220,6 +221,19 @@ class PyAVReader(_Closing):
         if len({f.shape for f in frames}) > 1:
             raise VideoReadError(self.path, "frames differ in size")
         return _to_frames_tensor(np.stack(frames), inverse)
+
+    def decode_all(self) -> int:
+        """Decode every frame (no colour conversion); return the count, or raise if it falls short."""
+        decoded = 0
+        try:
+            for _ in self._container.decode(self._stream):
+                decoded += 1
+        except Exception as error:
+            raise VideoReadError(self.path, f"decoding failed after {decoded} frames "
+                                            f"(pyav: {_first_line(error)})") from None
+        if decoded < self.num_frames:
+            raise VideoReadError(self.path, f"stream ended after {decoded} of {self.num_frames} frames")
+        return decoded
 
     def close(self) -> None:
         if self._container is not None:
@@ -237,3 +251,28 @@ def open_reader(record: VideoRecord, root: str, *, image_tmpl: str, video_backen
     if video_backend == "pyav":
         return PyAVReader(path)
     raise ValueError(f"data.video_backend must be one of {VIDEO_BACKENDS}, got {video_backend!r}")
+
+
+def verify_video_file(path: str, video_backend: str = "decord", chunk_size: int = 32) -> int:
+    """Decode every frame of a video (slow, thorough); return the frame count or raise VideoReadError."""
+    if video_backend == "decord":
+        with DecordReader(path) as reader:
+            for start in range(0, reader.num_frames, chunk_size):
+                reader.read(np.arange(start, min(start + chunk_size, reader.num_frames)))
+            return reader.num_frames
+    if video_backend != "pyav":
+        raise ValueError(f"video backend must be one of {VIDEO_BACKENDS}, got {video_backend!r}")
+    with PyAVReader(path) as reader:
+        return reader.decode_all()
+
+
+def verify_frame_folder(directory: str, num_frames: int, image_tmpl: str) -> int:
+    """Check that all ``num_frames`` frame files exist and that the first and last decode."""
+    reader = FrameFolderReader(directory, num_frames, image_tmpl)
+    present = set(os.listdir(directory))
+    missing = [image_tmpl.format(i) for i in range(1, num_frames + 1) if image_tmpl.format(i) not in present]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise VideoReadError(directory, f"{len(missing)} of {num_frames} frame files missing: {shown}")
+    reader.read([0, num_frames - 1])
+    return num_frames

@@ -1,0 +1,136 @@
+"""Training checkpoints: trainable weights + optimizer, scheduler and RNG state + the backbone's identity.
+
+The frozen backbone is never written; a checkpoint records which backbone it belongs to (arch, weight file,
+SHA-256). Files are written atomically (temp file + rename) and read with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT = "side4video-checkpoint-v1"
+
+
+def _deepspeed_safe_globals() -> list:
+    """DeepSpeed optimizer state dicts hold a few small plain classes; allow exactly those when unpickling."""
+    try:
+        from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+        from deepspeed.runtime.zero.config import ZeroStageEnum
+        from deepspeed.utils.tensor_fragment import fragment_address
+    except ImportError:  # pragma: no cover - deepspeed is a dependency
+        return []
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """Write to a temporary file in the same folder, flush to disk, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_copy(source: str | Path, target: str | Path) -> None:
+    """Copy a finished checkpoint (e.g. last.pt → best.pt) so that ``target`` is never half-written."""
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint (or a plain state dict) with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    with torch.serialization.safe_globals(_deepspeed_safe_globals()):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
+
+
+def trainable_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The trainable weights from one of our checkpoints or from a plain state dict."""
+    if checkpoint.get("format") == FORMAT:
+        return checkpoint["model"]
+    if "model" in checkpoint and isinstance(checkpoint["model"], dict):
+        return checkpoint["model"]
+    if all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        return checkpoint
+    raise ValueError("not a side4video checkpoint or a state dict of tensors")
+
+
+def check_backbone_identity(checkpoint: dict[str, Any], identity: dict[str, Any], source: str | Path) -> None:
+    """A checkpoint is only meaningful on the backbone it was trained with."""
+    saved = checkpoint.get("backbone")
+    if not saved:
+        return
+    if saved.get("arch") != identity.get("arch"):
+        raise ValueError(f"{source} was trained on backbone {saved.get('arch')!r}, "
+                         f"but the config builds {identity.get('arch')!r}")
+    if saved.get("sha256") != identity.get("sha256"):
+        warnings.warn(f"{source} was trained with backbone weights {saved.get('weights')} "
+                      f"(sha256 {str(saved.get('sha256'))[:12]}…), now using {identity.get('weights')} "
+                      f"(sha256 {str(identity.get('sha256'))[:12]}…)", stacklevel=2)
+
+
+# -- RNG state (stored as tensors and plain Python so weights_only loading accepts it) ----------------------
+def capture_rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                       "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+# -- DeepSpeed optimizer state --------------------------------------------------------------------------------
+def optimizer_state(engine) -> dict[str, Any]:
+    return engine.optimizer.state_dict()
+
+
+def load_optimizer_state(engine, per_rank_states: list[dict[str, Any]], rank: int) -> None:
+    """Restore the optimizer the way DeepSpeed's own checkpoint loader does for this optimizer kind."""
+    if engine.zero_optimization():
+        # ZeRO partitions are per rank; DeepSpeed picks this rank's part from the full list.
+        engine.optimizer.load_state_dict(state_dict_list=per_rank_states, load_optimizer_states=True,
+                                         load_from_fp32_weights=engine.zero_load_from_fp32_weights(),
+                                         checkpoint_folder=None, load_serial=None,
+                                         param_shapes=engine._get_zero_param_shapes())
+    elif engine.fp16_enabled() or engine.bfloat16_enabled():
+        engine.optimizer.load_state_dict(per_rank_states[rank], load_optimizer_states=True)
+    else:
+        engine.optimizer.load_state_dict(per_rank_states[rank])

@@ -1,0 +1,116 @@
+"""Multi-view evaluation: crops × clips views per video, bounded views per forward, exact distributed results.
+
+Every video is scored exactly once across processes (no padded duplicates); unreadable videos are listed
+and left out of the metrics explicitly.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backbones.frozen import FrozenEncoder
+from .distributed import all_gather_objects
+from .metrics import summarize
+
+SCORE_AVERAGES = ("prob", "logit")
+
+
+def aggregate_views(logits: torch.Tensor, average: str = "prob") -> torch.Tensor:
+    """``[B, V, C]`` view logits → ``[B, C]`` video scores: mean of per-view softmax (the reference) or of logits."""
+    if average == "prob":
+        return F.softmax(logits.float(), dim=-1).mean(dim=1)
+    if average == "logit":
+        return logits.float().mean(dim=1)
+    raise ValueError(f"score average must be one of {SCORE_AVERAGES}, got {average!r}")
+
+
+def autocast_context(device: torch.device, precision: str):
+    """Mixed precision for inference on GPU, matching training; plain fp32 on CPU."""
+    if precision in ("bf16", "fp16") and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def forward_views(backbone: FrozenEncoder, model: nn.Module, frames: torch.Tensor, *,
+                  max_views_per_forward: int = 64) -> torch.Tensor:
+    """``frames`` ``[B, V, T, 3, H, W]`` (normalised) → logits ``[B, V, C]``, at most ``max_views_per_forward``
+    clips through the networks at once so that 3 crops × 10 clips never exhaust memory."""
+    b, v = frames.shape[:2]
+    clips = frames.flatten(0, 1)
+    outputs = []
+    for start in range(0, clips.shape[0], max(1, max_views_per_forward)):
+        chunk = clips[start:start + max_views_per_forward]
+        taps = backbone.tap(chunk, layers=model.backbone_layers, embedding=model.needs_embedding)
+        outputs.append(model(chunk, taps.tokens, taps.embedding).float())
+    return torch.cat(outputs).reshape(b, v, -1)
+
+
+@dataclass
+class ScoreSet:
+    """Per-video scores of one evaluation run, gathered over all processes, sorted by dataset index."""
+    scores: np.ndarray            # [N, C] aggregated scores of the readable videos
+    labels: np.ndarray            # [N]
+    indices: np.ndarray           # [N] dataset indices
+    video_ids: list[str]
+    num_views: int
+    unreadable: list[dict] = field(default_factory=list)   # {"video_id", "index", "reason"}
+
+    def metrics(self, num_classes: int) -> dict:
+        return summarize(self.scores, self.labels, num_classes)
+
+
+def collect_scores(backbone: FrozenEncoder, model: nn.Module, loader: Iterable, device: torch.device, *,
+                   mean: Sequence[float], std: Sequence[float], average: str = "prob",
+                   max_views_per_forward: int = 64, precision: str = "fp32", progress: bool = True,
+                   desc: str = "eval") -> ScoreSet:
+    """Score every video of ``loader`` (whose sampler shards the dataset without padding) and gather."""
+    from ..data import normalize_frames
+    was_training = model.training
+    model.eval()
+    local: dict[str, list] = {"scores": [], "labels": [], "indices": [], "ids": [], "bad": []}
+    num_views = 0
+    iterator = loader
+    if progress:
+        from tqdm import tqdm
+        iterator = tqdm(loader, desc=desc, dynamic_ncols=True, leave=False)
+    with autocast_context(device, precision):
+        for batch in iterator:
+            valid = batch["valid"].bool()
+            indices = batch["index"].tolist()
+            for i in (~valid).nonzero().flatten().tolist():
+                video_id = batch["video_id"][i]
+                reasons = [reason for path, reason in batch["errors"] if video_id in str(path)]
+                local["bad"].append({"video_id": video_id, "index": indices[i],
+                                     "reason": "; ".join(reasons) or "unreadable"})
+            if not valid.any():
+                continue
+            frames = batch["frames"][valid].to(device, non_blocking=True)
+            num_views = frames.shape[1]
+            frames = normalize_frames(frames, mean, std)
+            logits = forward_views(backbone, model, frames, max_views_per_forward=max_views_per_forward)
+            local["scores"].append(aggregate_views(logits, average).cpu().numpy())
+            local["labels"].extend(batch["label"][valid].tolist())
+            local["indices"].extend(i for i, ok in zip(indices, valid.tolist()) if ok)
+            local["ids"].extend(vid for vid, ok in zip(batch["video_id"], valid.tolist()) if ok)
+    model.train(was_training)
+    gathered = all_gather_objects({k: v for k, v in local.items()} | {"views": num_views})
+    scores = [s for part in gathered for s in part["scores"]]
+    indices = np.array([i for part in gathered for i in part["indices"]], dtype=np.int64)
+    order = np.argsort(indices, kind="stable")
+    if len(np.unique(indices)) != len(indices):
+        raise RuntimeError("a video was scored twice: the evaluation sampler must not pad")
+    num_classes = scores[0].shape[1] if scores else 0
+    all_scores = np.concatenate(scores) if scores else np.zeros((0, num_classes), dtype=np.float32)
+    bad = sorted((b for part in gathered for b in part["bad"]), key=lambda b: b["index"])
+    return ScoreSet(scores=all_scores[order],
+                    labels=np.array([l for part in gathered for l in part["labels"]], dtype=np.int64)[order],
+                    indices=indices[order],
+                    video_ids=[[v for part in gathered for v in part["ids"]][i] for i in order],
+                    num_views=max(part["views"] for part in gathered), unreadable=bad)

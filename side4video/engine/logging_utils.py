@@ -1,0 +1,75 @@
+"""Run logging: a log file plus console on the main process, JSON-lines metrics, TensorBoard."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+LOGGER_NAME = "side4video"
+
+
+def setup_logging(output_dir: Path | None, is_main: bool, filename: str = "train.log") -> logging.Logger:
+    """Console + ``output_dir/filename`` on the main process; warnings only elsewhere."""
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.handlers.clear()
+    logger.propagate = False
+    logger.setLevel(logging.INFO if is_main else logging.WARNING)
+    formatter = logging.Formatter("[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(formatter)
+    logger.addHandler(console)
+    if is_main and output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(output_dir / filename)
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+    # DeepSpeed is chatty at INFO; our own lines say what matters.
+    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+    return logger
+
+
+def append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a") as handle:
+        handle.write(json.dumps(_jsonable(row)) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not Path(path).is_file():
+        return []
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+class TensorBoard:
+    """A SummaryWriter on the main process; a no-op elsewhere or when disabled."""
+
+    def __init__(self, log_dir: Path | None, enabled: bool):
+        self.writer = None
+        if enabled and log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(log_dir))
+
+    def scalars(self, step: int, **values: float | None) -> None:
+        if self.writer is None:
+            return
+        for name, value in values.items():
+            if value is not None:
+                self.writer.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,74 @@
+"""Optimizer parameter groups and per-iteration learning-rate schedules."""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+NO_DECAY_NAMES = ("pos_embed", "frame_pos", "positional_embedding", "cls_token")
+
+
+def _wants_no_decay(name: str, param: nn.Parameter) -> bool:
+    """Norm weights, biases and position embeddings: 1-D tensors or named embeddings."""
+    return param.ndim <= 1 or any(token in name for token in NO_DECAY_NAMES)
+
+
+def param_groups(model: nn.Module, weight_decay: float, *, decay_all: bool = False,
+                 lr_mult: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+    """Trainable parameters split by (lr multiplier, decay or not).
+
+    ``lr_mult`` maps a parameter-name prefix (e.g. ``fc`` or ``blocks.0``) to a multiplier of the base lr;
+    the longest matching prefix wins. ``decay_all`` reproduces the reference, which decays everything.
+    """
+    lr_mult = dict(lr_mult or {})
+    groups: dict[tuple[float, bool], dict[str, Any]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        prefixes = [p for p in lr_mult if name == p or name.startswith(p + ".")]
+        mult = float(lr_mult[max(prefixes, key=len)]) if prefixes else 1.0
+        decay = decay_all or not _wants_no_decay(name, param)
+        group = groups.setdefault((mult, decay), {"params": [], "names": [], "lr_mult": mult,
+                                                  "weight_decay": weight_decay if decay else 0.0})
+        group["params"].append(param)
+        group["names"].append(name)
+    unused = [p for p in lr_mult if not any(n == p or n.startswith(p + ".") for g in groups.values() for n in g["names"])]
+    if unused:
+        raise ValueError(f"solver.lr_mult: no trainable parameter starts with {unused}")
+    return [groups[key] for key in sorted(groups)]
+
+
+def build_optimizer(model: nn.Module, solver) -> torch.optim.Optimizer:
+    groups = param_groups(model, solver.weight_decay, decay_all=solver.weight_decay_all, lr_mult=solver.lr_mult)
+    for group in groups:
+        group["lr"] = solver.lr * group["lr_mult"]
+        group.pop("names")
+    if solver.optim == "adamw":
+        return torch.optim.AdamW(groups, lr=solver.lr, betas=tuple(solver.betas), eps=solver.eps)
+    if solver.optim == "sgd":
+        return torch.optim.SGD(groups, lr=solver.lr, momentum=solver.momentum)
+    raise ValueError(f"unknown optimizer {solver.optim!r}")
+
+
+def lr_factor_fn(solver, steps_per_epoch: int) -> Callable[[int], float]:
+    """Multiplier of each group's lr at optimizer step ``s`` (0-based): linear warm-up, then cosine or steps."""
+    warmup = int(round(solver.lr_warmup_step * steps_per_epoch))
+    total = max(int(solver.epochs * steps_per_epoch), 1)
+    floor = solver.min_lr / solver.lr if solver.lr > 0 else 0.0
+    boundaries = [int(e * steps_per_epoch) for e in solver.lr_steps]
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if solver.type == "step":
+            return solver.lr_decay ** sum(step >= b for b in boundaries)
+        progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, solver, steps_per_epoch: int):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor_fn(solver, steps_per_epoch))
