@@ -55,8 +55,9 @@ class VideoDataset(Dataset):
       sampling) and V views: ``num_sample`` augmentations of the same frames (train) or
       ``num_clips * num_crops`` deterministic views, clip-major (``view = clip * num_crops + crop``);
     * ``label``: int64 ``[V]``, per view (a flipped view of a left/right class carries the mirrored class);
-    * ``index``: i; ``video_id``: the listed path of the video used; ``valid``: False for an unreadable
-      evaluation video; ``errors``: ``(path, reason)`` of every failed read behind this sample.
+    * ``index``: i (also when an unreadable training video was replaced); ``video_id``: the listed path
+      of the video actually used; ``valid``: False for an unreadable evaluation video;
+      ``errors``: ``(path, reason)`` of every failed read behind this sample.
     """
 
     def __init__(self, records: Sequence[VideoRecord], root: str, *, split: str, sampler: FrameSampler,
@@ -152,7 +153,6 @@ class VideoDataset(Dataset):
     def _eval_item(self, index: int) -> dict[str, Any]:
         record = self.records[index]
         size = self.transform.input_size
-        num_crops = self.transform.num_crops
         try:
             with open_reader(record, self.root, image_tmpl=self.image_tmpl,
                              video_backend=self.video_backend) as reader:
@@ -165,8 +165,8 @@ class VideoDataset(Dataset):
                         index=index, video_id=record.path, valid=False, errors=[(error.path, error.reason)])
         # crop all clips at once, then reorder [crop, clip, frame] -> [clip * crop, frame]
         views, flipped = self.transform(frames)  # [C, K * n, 3, S, S]
-        clips_per_frame = views.unflatten(1, indices.shape)  # [C, K, n, 3, S, S]
-        views = clips_per_frame.transpose(0, 1).reshape(self.num_views, indices.shape[1], 3, size, size)
+        views = views.unflatten(1, indices.shape).transpose(0, 1)  # [K, C, n, 3, S, S]
+        views = views.reshape(self.num_views, indices.shape[1], 3, size, size)
         return dict(frames=views, label=self._labels(record.label, flipped * self.num_clips), index=index,
                     video_id=record.path, valid=True, errors=[])
 

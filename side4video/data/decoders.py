@@ -80,7 +80,9 @@ def _to_frames_tensor(frames_nhwc: np.ndarray, inverse: np.ndarray | None) -> to
     return torch.from_numpy(np.ascontiguousarray(frames_nhwc)).permute(0, 3, 1, 2)
 
 
-class _Closing:
+class _Reader:
+    """Context-manager plumbing shared by the readers."""
+
     def close(self) -> None:
         pass
 
@@ -91,7 +93,7 @@ class _Closing:
         self.close()
 
 
-class FrameFolderReader(_Closing):
+class FrameFolderReader(_Reader):
     """A folder of 1-indexed frame images named ``image_tmpl.format(i)``.
 
     The listed frame count is trusted after one cheap check: the last listed frame file exists.
@@ -133,8 +135,12 @@ class FrameFolderReader(_Closing):
         return _to_frames_tensor(np.stack(images), inverse)
 
 
-class DecordReader(_Closing):
-    """A video file read with ``decord.VideoReader(path, num_threads=1)`` and ``get_batch``."""
+class DecordReader(_Reader):
+    """A video file read with ``decord.VideoReader(path, num_threads=1)`` and ``get_batch``.
+
+    Known decord 0.6 limitation: a few small frame widths (16, 24, 48, 72 px) fail to decode with
+    "Check failed: from_size == to_size"; such videos read fine with ``video_backend: pyav``.
+    """
 
     def __init__(self, path: str):
         self.path = path
@@ -161,7 +167,7 @@ class DecordReader(_Closing):
         self._reader = None
 
 
-class PyAVReader(_Closing):
+class PyAVReader(_Reader):
     """A video file read with PyAV (single-threaded decoding, one reader per worker).
 
     Frames are decoded in order up to the last requested one; only requested frames are converted

@@ -7,7 +7,7 @@ import av
 import pytest
 import torch
 
-from data_helpers import PNG_TMPL, coded_frames, make_data_cfg, override, write_list
+from data_helpers import PNG_TMPL, coded_frames, make_data_cfg, write_list
 from side4video.data import BadSampleTracker, build_dataset, build_loader
 from side4video.data import dataset as dataset_module
 from side4video.data.decoders import DecordReader, PyAVReader, VideoReadError
@@ -34,7 +34,8 @@ def broken_videos(tmp_path_factory):
     data = (root / "front.mp4").read_bytes()
     (root / "truncated_front.mp4").write_bytes(data[:len(data) // 2])
     os.remove(root / "front.mp4")
-    reasons = {"truncated.mp4": "cannot open video", "truncated_front.mp4": "cannot open video|decoding failed|stream ended",
+    reasons = {"truncated.mp4": "cannot open video",
+               "truncated_front.mp4": "cannot open video|decoding failed|stream ended",
                "empty.mp4": "empty file", "text.mp4": "cannot open video", "missing.mp4": "file not found"}
     return root, reasons
 
@@ -146,7 +147,8 @@ def test_bad_sample_tracker():
     tracker.add([("a.mp4", "empty file (0 bytes)")], 0)
     assert (tracker.num_samples, tracker.num_errors) == (100, 3) and tracker.fraction == pytest.approx(0.03)
     summary = tracker.summary()
-    assert summary.startswith("3 unreadable inputs for 100 samples (3.00%)") and "a.mp4: empty file (0 bytes) (x2)" in summary
+    assert summary.startswith("3 unreadable inputs for 100 samples (3.00%)")
+    assert "a.mp4: empty file (0 bytes) (x2)" in summary
     tracker.check(0.05)
     with pytest.raises(RuntimeError, match=r"(?s)exceeds data.max_bad_fraction=0.01.*check_videos"):
         tracker.check(0.01)

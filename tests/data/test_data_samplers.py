@@ -1,5 +1,4 @@
 """TrainSampler partitioning and resume, ShardedEvalSampler coverage."""
-import numpy as np
 import pytest
 
 from side4video.data import ShardedEvalSampler, TrainSampler

@@ -59,7 +59,8 @@ def test_deterministic_by_seed_and_skipped_when_complete(toy, tmp_path):
     assert again["generated"]
     assert all_files(out) == all_files(tmp_path / "again")  # byte-identical, whatever the worker count
     other = generate_toy_dataset(str(tmp_path / "other"), seed=4, **SMALL)
-    assert all_files(tmp_path / "other")["frames/train/00001/00001.jpg"] != all_files(out)["frames/train/00001/00001.jpg"]
+    first_frame = "frames/train/00001/00001.jpg"
+    assert all_files(tmp_path / "other")[first_frame] != all_files(out)[first_frame]
     assert not generate_toy_dataset(str(out), seed=3, **SMALL)["generated"]
     assert json.load(open(out / "toy_meta.json"))["seed"] == 3
     regenerated = generate_toy_dataset(str(tmp_path / "other"), seed=4, **{**SMALL, "formats": ("frames",)})
