@@ -66,3 +66,45 @@ def quiet_random_weights():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*RANDOM weights.*")
         yield
+
+
+# -- tiny training runs on the toy dataset ------------------------------------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def toy_data(tmp_path_factory) -> Path:
+    """A small toy temporal dataset (frames + videos) and a tiny backbone weight file in a real format."""
+    from side4video.data.toy import generate_toy_dataset
+    from side4video.tools.make_tiny_backbone import make_tiny_backbone
+    root = tmp_path_factory.mktemp("toy")
+    generate_toy_dataset(str(root), train_per_class=4, val_per_class=2, workers=1)
+    make_tiny_backbone(TINY_CLIP_JSON, root / "tiny_clip.safetensors")
+    return root
+
+
+def write_toy_config(path: Path, data: Path, **overrides) -> Path:
+    """configs/toy/toy_side4video.yaml pointed at ``data``, small and fast, with dotted-key ``overrides``."""
+    import yaml
+    cfg = yaml.safe_load((REPO / "configs/toy/toy_side4video.yaml").read_text())
+    cfg["data"].update(train_root=str(data / "frames"), val_root=str(data / "frames"),
+                       train_list=str(data / "train_frames.txt"), val_list=str(data / "val_frames.txt"),
+                       label_list=str(data / "labels.csv"), workers=0, batch_size=8)
+    cfg["network"].update(pretrained=str(data / "tiny_clip.safetensors"), side_dim=32)
+    cfg["solver"].update(epochs=2, lr_warmup_step=0.5)
+    cfg["logging"].update(progress=False, tensorboard=False)
+    for dotted, value in overrides.items():
+        section, key = dotted.split(".")
+        cfg[section][key] = value
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_script(args: list[str], env: dict | None = None, timeout: int = 600):
+    """Run a repository script (train.py, test.py, torchrun ...) in a subprocess; returns CompletedProcess."""
+    import subprocess
+    import sys
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1",
+                    **(env or {}))
+    command = [sys.executable] + args
+    return subprocess.run(command, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from .frozen import BackboneInfo, FrozenEncoder
+from .frozen import BackboneInfo, FrozenEncoder, drop_text_tower
 from .names import ArchSpec, resolve_arch
 from .weights import (WeightFile, default_pretrained_dir, file_sha256, find_conventional_file, load_exact,
                       read_weight_file)
@@ -43,7 +43,12 @@ def create_backbone(arch: str | Path, pretrained: str | Path | bool | None = Non
     use_quick_gelu = _decide_quick_gelu(spec, weight_file, quick_gelu)
     model = build_open_clip_model(spec.model_cfg, quick_gelu=use_quick_gelu)
     if weight_file is not None:
-        load_exact(model, weight_file.state_dict, weight_file.path)
+        state = weight_file.state_dict
+        if not keep_text_tower:
+            # Only the image tower is needed (and checked), so image-only weight files load as well.
+            drop_text_tower(model)
+            state = {k: v for k, v in state.items() if k.startswith("visual.") or k in model.state_dict()}
+        load_exact(model, state, weight_file.path)
         weight_file.state_dict = {}  # release the loaded copy
     info = _describe(spec, model, weight_file, use_quick_gelu)
     encoder = FrozenEncoder(model, info, precision=precision, keep_text_tower=keep_text_tower)

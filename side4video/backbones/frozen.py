@@ -80,7 +80,7 @@ class FrozenEncoder(nn.Module):
             raise ValueError(f"backbone precision must be one of {list(PRECISIONS)}, got {precision!r}")
         self._text_kept = keep_text_tower
         if not keep_text_tower:
-            _drop_text_tower(clip_model)
+            drop_text_tower(clip_model)
         self.model = clip_model
         self.info = info
         self.dtype = PRECISIONS[precision]
@@ -184,9 +184,9 @@ class FrozenEncoder(nn.Module):
         return x, self.model.visual.head(pooled)
 
 
-def _drop_text_tower(model: nn.Module) -> None:
-    """Free the text tower's memory (everything but ``visual`` and the logit scale): recognition never uses it."""
+def drop_text_tower(model: nn.Module) -> None:
+    """Free everything but the image tower (text encoder, logit scale): recognition never uses it."""
     for name in [n for n in model._modules if n != "visual"]:
         del model._modules[name]
-    for name in [n for n in model._parameters if n not in ("logit_scale", "logit_bias")]:
+    for name in list(model._parameters):
         del model._parameters[name]

@@ -22,6 +22,10 @@ OPENAI_MARKER_KEYS = ("input_resolution", "context_length", "vocab_size")
 class WeightMismatchError(RuntimeError):
     """Weights that do not fit the architecture; lists what is missing, unexpected or mis-shaped."""
 
+    def __init__(self, message: str, missing: list[str], unexpected: list[str], mismatched: list[str]):
+        super().__init__(message)
+        self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
+
 
 @dataclass
 class WeightFile:
@@ -121,7 +125,8 @@ def load_exact(model: nn.Module, state_dict: dict[str, torch.Tensor], source: st
             + listing("missing from the file", missing)
             + listing("unexpected in the file", unexpected)
             + listing("shape mismatches", mismatched)
-            + "\n  Check that network.arch names the model these weights belong to.")
+            + "\n  Check that network.arch names the model these weights belong to.",
+            missing, unexpected, mismatched)
     with torch.no_grad():
         model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state_dict.items()}, strict=True)
 

@@ -70,6 +70,8 @@ def _normalise_value(dotted: str, value: Any) -> Any:
         except ValueError:
             return value
         return int(number) if isinstance(default, int) and number.is_integer() else number
+    if isinstance(value, float) and isinstance(default, int) and not isinstance(default, bool) and value.is_integer():
+        return int(value)
     return value
 
 

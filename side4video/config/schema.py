@@ -77,7 +77,7 @@ SCHEMA: dict[str, Any] = {
         "drop_fc": Key(0.0, "dropout before the classifier"),
         "drop_path": Key(0.0, "stochastic depth on side blocks"),
         "grad_checkpointing": Key(False, "activation checkpointing per side block"),
-        "sync_bn": Key(False, "SyncBatchNorm across processes for the side network's BatchNorm"),
+        "sync_bn": Key(False, "BatchNorm statistics over the global batch (all processes; works on CPU/gloo and GPU)"),
         "transformer_layers": Key(6, "temporal_transformer head: layers"),
         "n_emb": Key(None, "alias of side_dim kept for reference configs"),
     },

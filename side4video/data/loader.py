@@ -96,13 +96,15 @@ def collate_train(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def collate_eval(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Evaluation batch: ``frames [B, V, n, 3, S, S]``, ``label [B]`` (the video's label: view 0 is never
-    flipped), ``index [B]``, ``video_id`` list, ``valid`` bool ``[B]``, ``errors`` concatenated."""
+    flipped), ``index [B]``, ``video_id`` list, ``valid`` bool ``[B]``, ``errors`` concatenated and
+    ``sample_errors`` (each video's own list, so reasons are never attributed to the wrong video)."""
     return dict(frames=torch.stack([s["frames"] for s in samples]),
                 label=torch.stack([s["label"][0] for s in samples]),
                 index=torch.tensor([s["index"] for s in samples], dtype=torch.int64),
                 video_id=[s["video_id"] for s in samples],
                 valid=torch.tensor([s["valid"] for s in samples], dtype=torch.bool),
-                errors=[error for s in samples for error in s["errors"]])
+                errors=[error for s in samples for error in s["errors"]],
+                sample_errors=[list(s["errors"]) for s in samples])
 
 
 def build_loader(dataset: Dataset, batch_size: int, *, sampler: Sampler | None = None, num_workers: int = 0,
@@ -124,6 +126,8 @@ def build_loader(dataset: Dataset, batch_size: int, *, sampler: Sampler | None =
             worker_options["prefetch_factor"] = prefetch_factor
         if multiprocessing_context is not None:
             worker_options["multiprocessing_context"] = multiprocessing_context
+    # A private generator: creating an iterator draws a worker base seed, which must not consume the global
+    # torch RNG (dropout, drop-path, mixup draw from it; a resumed run has to replay it exactly).
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       collate_fn=collate_fn, pin_memory=pin_memory and torch.cuda.is_available(),
-                      drop_last=drop_last, **worker_options)
+                      drop_last=drop_last, generator=torch.Generator().manual_seed(0), **worker_options)

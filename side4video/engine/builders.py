@@ -35,7 +35,6 @@ def load_trainable_weights(model: nn.Module, path: str | Path, backbone: FrozenE
     checkpoint = load_checkpoint(path)
     check_backbone_identity(checkpoint, backbone_identity(backbone), path)
     state = trainable_state_dict(checkpoint)
-    # SyncBatchNorm-converted and plain models share parameter names, so either loads into either.
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         config = checkpoint.get("config") if isinstance(checkpoint.get("config"), dict) else {}

@@ -20,6 +20,8 @@ FORMAT = "side4video-checkpoint-v1"
 
 def _deepspeed_safe_globals() -> list:
     """DeepSpeed optimizer state dicts hold a few small plain classes; allow exactly those when unpickling."""
+    from .distributed import prepare_accelerator_env
+    prepare_accelerator_env()
     try:
         from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
         from deepspeed.runtime.zero.config import ZeroStageEnum

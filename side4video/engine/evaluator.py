@@ -85,9 +85,8 @@ def collect_scores(backbone: FrozenEncoder, model: nn.Module, loader: Iterable, 
             valid = batch["valid"].bool()
             indices = batch["index"].tolist()
             for i in (~valid).nonzero().flatten().tolist():
-                video_id = batch["video_id"][i]
-                reasons = [reason for path, reason in batch["errors"] if video_id in str(path)]
-                local["bad"].append({"video_id": video_id, "index": indices[i],
+                reasons = [reason for _, reason in batch["sample_errors"][i]]
+                local["bad"].append({"video_id": batch["video_id"][i], "index": indices[i],
                                      "reason": "; ".join(reasons) or "unreadable"})
             if not valid.any():
                 continue

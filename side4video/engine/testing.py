@@ -29,11 +29,13 @@ def default_test_dir(weights: str | Path, protocol: str) -> Path:
     return run_dir / f"test_{protocol}"
 
 
-def save_scores(path: str | Path, scores: ScoreSet, class_names: list[str], protocol: str) -> None:
-    """Per-video scores for later fusion: ``scores [N, C]``, ``labels``, ``video_ids``, ``indices``."""
+def save_scores(path: str | Path, scores: ScoreSet, class_names: list[str], protocol: str,
+                average: str = "prob") -> None:
+    """Per-video scores for later fusion: ``scores [N, C]``, ``labels``, ``video_ids``, ``indices``, and how the
+    views were averaged (``score_average``: prob | logit), so that fusion never mixes the two."""
     np.savez_compressed(path, scores=scores.scores.astype(np.float32), labels=scores.labels, indices=scores.indices,
                         video_ids=np.array(scores.video_ids), class_names=np.array(class_names),
-                        protocol=np.array(protocol))
+                        protocol=np.array(protocol), score_average=np.array(average))
 
 
 def run_test(cfg, weights: str | Path, *, test_crops: int | None = None, test_clips: int | None = None,
@@ -77,7 +79,7 @@ def run_test(cfg, weights: str | Path, *, test_crops: int | None = None, test_cl
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "results.json").write_text(json.dumps(results, indent=2))
-        save_scores(out_dir / "scores.npz", scores, dataset.class_names, protocol)
+        save_scores(out_dir / "scores.npz", scores, dataset.class_names, protocol, average)
         save_confusion(metrics["confusion"], dataset.class_names, out_dir)
         with open(out_dir / "per_class_accuracy.csv", "w", newline="") as handle:
             writer = csv.writer(handle)

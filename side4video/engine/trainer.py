@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..backbones import backbone_identity
 from ..config import dump_config, to_plain_dict
@@ -89,8 +88,6 @@ class Trainer:
         self.backbone = backbone_from_config(cfg, dist.device)
         self.identity = backbone_identity(self.backbone)
         model = model_from_config(cfg, self.backbone, seed=cfg.seed)
-        if cfg.network.sync_bn and dist.world_size > 1:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if cfg.pretrain:
             load_trainable_weights(model, cfg.pretrain, self.backbone)
             self.log.info(f"loaded trainable weights from {cfg.pretrain}")
@@ -138,7 +135,15 @@ class Trainer:
     # -- checkpoints ------------------------------------------------------------------------------------------
     def _save(self, name: str, epoch: int, step_in_epoch: int, global_step: int, best_top1: float,
               metrics: dict | None = None) -> None:
-        """All processes call this (optimizer partitions and RNG states are gathered); rank 0 writes."""
+        """All processes call this (optimizer partitions and RNG states are gathered); rank 0 writes.
+
+        Weights that are no longer finite are never written: the previous checkpoint stays the last good one.
+        """
+        finite = all(torch.isfinite(p).all() for p in self.engine.module.parameters())
+        if all_reduce_sum([float(not finite)], self.dist.device)[0]:
+            raise TrainingDiverged(f"weights became non-finite at epoch {epoch}, global step {global_step}; stopped. "
+                                   f"The last good checkpoint is {self.ckpt_dir / 'last.pt'}. "
+                                   "Lower solver.lr or enable solver.clip_gradient.")
         zero = self.engine.zero_optimization()
         optimizer_states = all_gather_objects(optimizer_state(self.engine)) if zero else [optimizer_state(self.engine)]
         rng_states = all_gather_objects(capture_rng_state())
@@ -235,12 +240,12 @@ class Trainer:
                         f"loss became {'NaN' if math.isnan(loss.item()) else loss.item()} at epoch {epoch}, step "
                         f"{batch_index} (global step {global_step}); stopped. The last good checkpoint is "
                         f"{self.ckpt_dir / 'last.pt'}. Lower solver.lr, enable solver.clip_gradient, or check the data.")
+                lr = engine.get_lr()[0]          # the rate this step uses (the scheduler advances in step())
                 engine.backward(loss)
                 engine.step()
                 global_step += 1
                 loss_sum, loss_count = loss_sum + mean_loss, loss_count + 1
                 clips += batch["num_samples"] * dist.world_size
-                lr = engine.get_lr()[0]
                 if dist.is_main:
                     append_jsonl(self.steps_path, {"epoch": epoch, "step": batch_index, "global_step": global_step,
                                                    "loss": mean_loss, "lr": lr})

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..backbones.frozen import BackboneInfo
+from ..modules.norm import TokenBatchNorm
 
 
 class FrameAverageProbe(nn.Module):
@@ -21,9 +22,10 @@ class FrameAverageProbe(nn.Module):
     needs_embedding = True
     backbone_layers: list[int] = []
 
-    def __init__(self, backbone: BackboneInfo, num_classes: int, *, drop_fc: float = 0.0):
+    def __init__(self, backbone: BackboneInfo, num_classes: int, *, drop_fc: float = 0.0, sync_bn: bool = False):
         super().__init__()
-        self.norm = nn.BatchNorm1d(backbone.embed_dim, affine=False)  # feature standardisation, as in linear probing
+        # feature standardisation, as in linear probing
+        self.norm = TokenBatchNorm(backbone.embed_dim, affine=False, sync=sync_bn)
         self.dropout = nn.Dropout(drop_fc)
         self.fc = nn.Linear(backbone.embed_dim, num_classes)
         nn.init.normal_(self.fc.weight, std=0.02)
@@ -48,7 +50,7 @@ class TemporalTransformerHead(nn.Module):
     backbone_layers: list[int] = []
 
     def __init__(self, backbone: BackboneInfo, num_classes: int, *, num_frames: int = 8, layers: int = 6,
-                 drop_fc: float = 0.0):
+                 drop_fc: float = 0.0, sync_bn: bool = False):
         super().__init__()
         width = backbone.embed_dim
         heads = max(width // 64, 1)
@@ -56,7 +58,7 @@ class TemporalTransformerHead(nn.Module):
         layer = nn.TransformerEncoderLayer(width, heads, dim_feedforward=4 * width, dropout=0.0,
                                            activation="gelu", batch_first=True, norm_first=True)
         self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.norm = nn.BatchNorm1d(width, affine=False)
+        self.norm = TokenBatchNorm(width, affine=False, sync=sync_bn)
         self.dropout = nn.Dropout(drop_fc)
         self.fc = nn.Linear(width, num_classes)
         nn.init.normal_(self.fc.weight, std=0.02)

@@ -38,10 +38,11 @@ def model_options_from_config(cfg) -> dict[str, Any]:
     if net.head == "side4video":
         return dict(side_dim=net.side_dim, layers=net.side_layers, norm=net.side_norm,
                     fusion_weight=net.fusion_weight, temporal_module=net.temporal_module, mlp_ratio=net.mlp_ratio,
-                    drop_fc=net.drop_fc, drop_path=net.drop_path, grad_checkpointing=net.grad_checkpointing)
+                    drop_fc=net.drop_fc, drop_path=net.drop_path, grad_checkpointing=net.grad_checkpointing,
+                    sync_bn=net.sync_bn)
     if net.head == "temporal_transformer":
-        return dict(layers=net.transformer_layers, drop_fc=net.drop_fc)
-    return dict(drop_fc=net.drop_fc)
+        return dict(layers=net.transformer_layers, drop_fc=net.drop_fc, sync_bn=net.sync_bn)
+    return dict(drop_fc=net.drop_fc, sync_bn=net.sync_bn)
 
 
 def create_model_from_config(cfg, backbone: BackboneInfo) -> nn.Module:

@@ -23,19 +23,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..backbones.frozen import BackboneInfo, LayerSpec, select_layers
+from ..modules.norm import TokenBatchNorm
 from ..modules.temporal import create_temporal_mixer, residual_init_std
-
-
-class TokenBatchNorm(nn.Module):
-    """BatchNorm over the channel of ``[..., D]`` tokens: the reference's BatchNorm3d on (B, D, T, h, w),
-    without the permutes. The inner ``bn`` is what SyncBatchNorm conversion replaces."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.bn = nn.BatchNorm1d(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(x.reshape(-1, x.shape[-1])).view_as(x)
 
 
 def shift_cls_in_time(cls: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -51,16 +40,16 @@ def shift_cls_in_time(cls: torch.Tensor, num_frames: int) -> torch.Tensor:
 class SideStem(nn.Module):
     """Conv3d(3→D, kernel (3, p, p), stride (1, p, p), temporal padding 1) + BN on the raw frames."""
 
-    def __init__(self, dim: int, patch_size: int):
+    def __init__(self, dim: int, patch_size: int, sync_bn: bool = False):
         super().__init__()
         self.conv = nn.Conv3d(3, dim, kernel_size=(3, patch_size, patch_size), stride=(1, patch_size, patch_size),
                               padding=(1, 0, 0), bias=False)  # BN follows: a bias would be redundant
-        self.bn = nn.BatchNorm3d(dim)
+        self.bn = TokenBatchNorm(dim, sync=sync_bn)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """``[B, T, 3, H, W]`` → patch tokens ``[B*T, h*w, D]``."""
-        x = self.bn(self.conv(frames.transpose(1, 2)))          # [B, D, T, h, w]
-        return x.permute(0, 2, 3, 4, 1).flatten(2, 3).flatten(0, 1)
+        x = self.conv(frames.transpose(1, 2))                       # [B, D, T, h, w]
+        return self.bn(x.permute(0, 2, 3, 4, 1).flatten(2, 3).flatten(0, 1))
 
 
 class TapProjection(nn.Module):
@@ -124,16 +113,16 @@ class SideBlock(nn.Module):
     """One Side4Video block: temporal branch, [CLS]-token-shift attention, MLP."""
 
     def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float = 4.0, temporal_module: str = "conv",
-                 norm: str = "pre", drop_path: float = 0.0):
+                 norm: str = "pre", drop_path: float = 0.0, sync_bn: bool = False):
         super().__init__()
         if norm not in ("pre", "post"):
             raise ValueError(f"side block norm must be 'pre' or 'post', got {norm!r}")
         self.post_norm = norm == "post"
         self.temporal = create_temporal_mixer(temporal_module, dim)
-        self.temporal_norm = TokenBatchNorm(dim) if self.temporal is not None else None
+        self.temporal_norm = TokenBatchNorm(dim, sync=sync_bn) if self.temporal is not None else None
         self.attn_norm = nn.LayerNorm(dim)
         self.attn = SideAttention(dim, num_heads)
-        self.mlp_norm = TokenBatchNorm(dim)
+        self.mlp_norm = TokenBatchNorm(dim, sync=sync_bn)
         self.mlp = SideMlp(dim, mlp_ratio)
         self.drop_path = DropPath(drop_path)
 
@@ -191,7 +180,8 @@ class SideNetwork(nn.Module):
     def __init__(self, backbone: BackboneInfo, num_classes: int, *, side_dim: int = 320,
                  layers: LayerSpec = None, norm: str | None = None, fusion_weight: float = 0.5,
                  temporal_module: str = "conv", mlp_ratio: float = 4.0, num_heads: int | None = None,
-                 drop_fc: float = 0.0, drop_path: float = 0.0, grad_checkpointing: bool = False):
+                 drop_fc: float = 0.0, drop_path: float = 0.0, grad_checkpointing: bool = False,
+                 sync_bn: bool = False):
         super().__init__()
         eva = backbone.family == "eva"
         if layers is None:
@@ -205,15 +195,15 @@ class SideNetwork(nn.Module):
         self.fusion_weight = fusion_weight
         self.grad_checkpointing = grad_checkpointing
         self.grid = backbone.grid_size
-        self.stem = SideStem(side_dim, backbone.patch_size)
+        self.stem = SideStem(side_dim, backbone.patch_size, sync_bn)
         self.taps = nn.ModuleList(TapProjection(backbone.width, side_dim) for _ in self.backbone_layers)
         n = len(self.backbone_layers)
         rates = [drop_path * i / max(n - 1, 1) for i in range(n)]  # stochastic depth grows with depth
         self.blocks = nn.ModuleList(
             SideBlock(side_dim, num_heads, mlp_ratio=mlp_ratio, temporal_module=temporal_module, norm=norm,
-                      drop_path=rate) for rate in rates)
+                      drop_path=rate, sync_bn=sync_bn) for rate in rates)
         self.pos_embed = nn.Parameter(torch.zeros(backbone.num_patches, side_dim))
-        self.head_norm = TokenBatchNorm(side_dim)
+        self.head_norm = TokenBatchNorm(side_dim, sync=sync_bn)
         self.dropout = nn.Dropout(drop_fc)
         self.fc = nn.Linear(side_dim, num_classes)
         self._init_weights(pos_std=0.02 if eva else 0.01)

@@ -235,3 +235,14 @@ def test_text_tower_dropped_unless_kept(tmp_path):
     tokens = torch.randint(0, 49408, (2, 77))
     with torch.no_grad(), warnings.catch_warnings():
         torch.testing.assert_close(kept.encode_text(tokens), reference.encode_text(tokens))
+
+
+def test_image_tower_only_weight_file(tmp_path):
+    reference = tiny_open_clip()
+    visual = {k: v for k, v in reference.state_dict().items() if k.startswith("visual.")}
+    torch.save(visual, tmp_path / "visual_only.pt")
+    encoder = create_backbone(TINY_CLIP_JSON, pretrained=tmp_path / "visual_only.pt")
+    _assert_same_encoder(encoder, reference)
+    with pytest.raises(WeightMismatchError) as err:
+        create_backbone(TINY_CLIP_JSON, pretrained=tmp_path / "visual_only.pt", keep_text_tower=True)
+    assert err.value.missing and not any(k.startswith("visual.") for k in err.value.missing)

@@ -1,0 +1,53 @@
+"""BatchNorm over the channel of channel-last tokens, optionally synchronised across processes on any backend.
+
+``torch.nn.SyncBatchNorm`` refuses CPU tensors; this one all-reduces the batch statistics with a
+differentiable collective, so a 2-process gloo run normalises exactly like a 1-process run over the same
+global batch (and NCCL runs work the same way).
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+class TokenBatchNorm(nn.BatchNorm1d):
+    """BatchNorm on ``[..., C]`` (the reference's BatchNorm3d on (B, C, T, h, w), without the permutes).
+
+    With ``sync=True`` and several processes, training statistics are computed over the global batch.
+    """
+
+    def __init__(self, num_features: int, *, sync: bool = False, affine: bool = True, eps: float = 1e-5,
+                 momentum: float = 0.1):
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=affine)
+        self.sync = sync
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        if not (self.training and self.sync and dist.is_available() and dist.is_initialized()
+                and dist.get_world_size() > 1):
+            return super().forward(flat).view_as(x)
+        return self._global_batch_norm(flat).view_as(x)
+
+    def _global_batch_norm(self, flat: torch.Tensor) -> torch.Tensor:
+        from torch.distributed.nn.functional import all_reduce
+        compute = flat.float()
+        count = torch.full((1,), float(compute.shape[0]), device=compute.device)
+        stats = all_reduce(torch.cat([compute.sum(0), (compute * compute).sum(0), count]))
+        channels = compute.shape[1]
+        total = stats[-1]
+        mean = stats[:channels] / total
+        var = (stats[channels:2 * channels] / total - mean * mean).clamp_min(0)
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            unbiased = var * total / (total - 1).clamp_min(1)
+            self.running_mean.lerp_(mean.to(self.running_mean.dtype), momentum)
+            self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
+        out = (compute - mean) * torch.rsqrt(var + self.eps)
+        if self.affine:
+            out = out * self.weight.float() + self.bias.float()
+        return out.to(flat.dtype)
+
+
+__all__ = ["TokenBatchNorm"]

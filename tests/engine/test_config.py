@@ -1,0 +1,119 @@
+"""The config schema: Side4Video YAMLs parse, legacy keys warn, unknown keys stop with a suggestion."""
+from __future__ import annotations
+
+import pytest
+
+from side4video.config import ConfigError, load_config, parse_overrides
+
+# The layout and keys of the Side4Video repository's SSv2 ViT-B/16 config, paths changed.
+SIDE4VIDEO_SSV2 = """\
+resume:
+pretrain:
+seed: 1024
+data:
+    dataset: somethingv2
+    modality: RGB
+    num_segments: 8
+    seg_length: 1
+    batch_size: 16
+    workers: 4
+    num_classes: 174
+    image_tmpl: '{:06d}.jpg'
+    train_root: '/data/sthv2/frames'
+    val_root: '/data/sthv2/frames'
+    train_list: 'lists/sthv2/train_rgb.txt'
+    val_list: 'lists/sthv2/val_rgb.txt'
+    label_list: 'lists/sth_labels.csv'
+    input_size: 224
+    random_shift: True
+    num_sample: 2
+    rand_aug: True
+    rand_erase: False
+network:
+    arch: ViT-B/16  #ViT-B/32 ViT-B/16
+    init: True
+    tm: False # localuni t1d atm False
+    drop_out: 0.0
+    emb_dropout: 0.0
+    type: clip_sth
+    sim_header: None  # Transf   None
+    joint_st: False
+    drop_fc: 0
+    n_emb: 320
+    side_dim: 320
+    fix_clip: False
+    my_fix_clip: True
+solver:
+    type: cosine
+    epochs: 30
+    start_epoch: 0
+    epoch_offset: 0
+    optim: adamw
+    lr: 1.e-3
+    lr_warmup_step: 4
+    weight_decay: 0.15
+    betas: [0.9, 0.999]
+    loss_type: CE
+    evaluate: False
+    clip_ratio: 1
+    grad_accumulation_steps: 1
+    smoothing: 0.1
+    layer_decay: 1.0 # 0.7
+logging:
+    print_freq: 10
+    eval_freq: 1
+    skip_epoch: [1,3,4,5,7,9]
+"""
+
+
+def test_side4video_repository_config_parses_with_legacy_warnings(tmp_path):
+    path = tmp_path / "sthv2_train_rgb_vitb-16-side4video.yaml"
+    path.write_text(SIDE4VIDEO_SSV2)
+    with pytest.warns(UserWarning) as record:
+        cfg = load_config(path)
+    warned = " ".join(str(w.message) for w in record)
+    for legacy in ("network.tm", "network.sim_header", "network.fix_clip", "network.joint_st", "solver.layer_decay"):
+        assert legacy in warned
+    assert cfg.solver.lr == pytest.approx(1e-3) and cfg.data.num_sample == 2 and cfg.network.side_dim == 320
+    assert cfg.logging.skip_epoch == [1, 3, 4, 5, 7, 9]
+    assert cfg.network.head == "side4video" and cfg.network.arch == "ViT-B/16"
+    assert cfg.solver.epochs == 30 and cfg.data.image_tmpl == "{:06d}.jpg"
+
+
+def test_unknown_keys_stop_with_a_suggestion(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data:\n    num_classes: 3\n    num_segmets: 8\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown config key 'data.num_segmets'; did you mean "
+                                          r"'data.num_segments'\?"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="did you mean 'solver.lr'"):
+        load_config(None, ["data.num_classes=3", "data.lr=0.1"])
+    with pytest.raises(ConfigError, match="unknown config key 'foo'"):
+        load_config(None, ["data.num_classes=3", "foo=1"])
+
+
+def test_overrides_are_parsed_as_yaml_and_numbers_are_numbers():
+    assert parse_overrides(["solver.lr=1e-4", "data.flip=false", "data.flip_pairs=[[1, 2]]"]) == \
+        {"solver.lr": "1e-4", "data.flip": False, "data.flip_pairs": [[1, 2]]}
+    cfg = load_config(None, ["data.num_classes=3", "solver.lr=1e-4", "solver.epochs=2.0"])
+    assert cfg.solver.lr == 1e-4 and isinstance(cfg.solver.lr, float)
+    assert cfg.solver.epochs == 2 and isinstance(cfg.solver.epochs, int)
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["solver.lr"])
+
+
+def test_values_are_validated():
+    with pytest.raises(ConfigError, match="'solver.zero_stage' must be one of"):
+        load_config(None, ["data.num_classes=3", "solver.zero_stage=3"])
+    with pytest.raises(ConfigError, match="'data.num_classes' is required"):
+        load_config(None)
+    with pytest.raises(ConfigError, match="rand_erase"):
+        load_config(None, ["data.num_classes=3", "data.rand_erase=true"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("/nonexistent/config.yaml")
+
+
+def test_toy_configs_are_valid():
+    for name in ("toy_side4video", "toy_frame_avg"):
+        cfg = load_config(f"configs/toy/{name}.yaml")
+        assert cfg.data.num_classes == 8

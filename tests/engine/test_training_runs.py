@@ -1,0 +1,149 @@
+"""End-to-end training runs on the toy dataset through train.py (DeepSpeed on CPU, gloo)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from side4video.engine.checkpoint import load_checkpoint
+from side4video.engine.logging_utils import read_jsonl
+from tests.conftest import run_script, write_toy_config
+
+pytestmark = pytest.mark.slow
+
+
+def _losses_by_step(run_dir) -> dict[int, float]:
+    """Last logged loss of every global step (a resumed run logs the replayed steps again)."""
+    return {row["global_step"]: row["loss"] for row in read_jsonl(run_dir / "steps.jsonl")}
+
+
+def _train(config, out_dir, *extra, env=None):
+    result = run_script(["train.py", "--config", str(config), "--output", str(out_dir), *extra], env=env)
+    return result
+
+
+def test_training_writes_outputs_and_never_the_backbone(toy_data, tmp_path):
+    from side4video.backbones.weights import file_sha256
+    weights = toy_data / "tiny_clip.safetensors"
+    digest = file_sha256(weights)
+    config = write_toy_config(tmp_path / "cfg.yaml", toy_data)
+    result = _train(config, tmp_path / "run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = tmp_path / "run"
+    for name in ("config.yaml", "train.log", "metrics.jsonl", "steps.jsonl", "summary.json", "curves.png",
+                 "val_confusion.csv", "val_confusion.png", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run / name).is_file(), name
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert all(0 <= r["val_top1"] <= 100 and r["clips_per_s"] > 0 and r["lr"] is not None for r in rows)
+    checkpoint = load_checkpoint(run / "checkpoints" / "last.pt")   # weights_only=True inside
+    assert checkpoint["backbone"]["sha256"] == digest == file_sha256(weights)
+    keys = list(checkpoint["model"])
+    assert keys and not any(k.startswith(("visual.", "model.visual", "backbone")) for k in keys)
+    from side4video.config import load_config
+    from side4video.engine.builders import backbone_from_config, model_from_config
+    cfg = load_config(config)
+    model = model_from_config(cfg, backbone_from_config(cfg))
+    assert set(keys) == set(model.state_dict()), "a checkpoint holds exactly the trainable model"
+    total = sum(v.numel() for v in checkpoint["model"].values() if v.is_floating_point())
+    assert total < 400_000, "no backbone tensor may hide in the checkpoint"
+    assert checkpoint["epoch"] == 2 and checkpoint["step_in_epoch"] == 0
+
+
+def test_killed_run_resumes_to_the_same_loss_sequence(toy_data, tmp_path):
+    config = write_toy_config(tmp_path / "cfg.yaml", toy_data, **{"logging.save_freq_steps": 2, "data.flip": True,
+                                                                 "network.drop_path": 0.1})
+    full = _train(config, tmp_path / "full")
+    assert full.returncode == 0, full.stderr
+    # 32 toy videos / batch 8 = 4 steps per epoch; the kill lands mid-epoch 0, one step after a checkpoint.
+    killed = _train(config, tmp_path / "resumed", env={"SIDE4VIDEO_KILL_AT_STEP": "3"})
+    assert killed.returncode != 0
+    state = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (0, 2, 2)
+    resumed = _train(config, tmp_path / "resumed")      # resume: auto
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout
+    expected, got = _losses_by_step(tmp_path / "full"), _losses_by_step(tmp_path / "resumed")
+    assert len(expected) == 8
+    assert got == expected, "the resumed run must replay exactly the uninterrupted loss sequence"
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("zero_stage,precision", [(1, "fp32"), (2, "bf16")])
+def test_zero_stages_and_bf16_resume_exactly(toy_data, tmp_path, zero_stage, precision):
+    overrides = {"solver.zero_stage": zero_stage, "solver.precision": precision, "solver.epochs": 1,
+                 "logging.save_freq_steps": 1, "solver.clip_gradient": 1.0}
+    config = write_toy_config(tmp_path / "cfg.yaml", toy_data, **overrides)
+    full = _train(config, tmp_path / "full")
+    assert full.returncode == 0, full.stderr
+    _train(config, tmp_path / "resumed", env={"SIDE4VIDEO_KILL_AT_STEP": "2"})
+    resumed = _train(config, tmp_path / "resumed")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _losses_by_step(tmp_path / "resumed") == _losses_by_step(tmp_path / "full")
+
+
+def test_two_processes_equal_one_process_with_the_same_global_batch(toy_data, tmp_path):
+    # SGD: Adam rescales the pure float noise of parameters whose exact gradient is zero (a bias right before a
+    # BatchNorm, attention key biases) into visible weight differences; SGD leaves such noise at 1e-7.
+    common = {"network.sync_bn": True, "solver.epochs": 2, "data.flip": True, "solver.optim": "sgd",
+              "solver.lr": 0.05}
+    one = _train(write_toy_config(tmp_path / "one.yaml", toy_data, **{"data.batch_size": 8}, **common),
+                 tmp_path / "one")
+    assert one.returncode == 0, one.stderr
+    config = write_toy_config(tmp_path / "two.yaml", toy_data, **{"data.batch_size": 4}, **common)
+    from side4video.engine.distributed import free_port
+    two = run_script(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+                      "train.py", "--config", str(config), "--output", str(tmp_path / "two")])
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    assert "2 process(es)" in two.stdout
+    a, b = _losses_by_step(tmp_path / "one"), _losses_by_step(tmp_path / "two")
+    assert a.keys() == b.keys() and len(a) == 8
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-4, abs=1e-5), step
+    wa = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")["model"]
+    wb = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")["model"]
+    for key in wa:
+        torch.testing.assert_close(wb[key].float(), wa[key].float(), rtol=1e-3, atol=1e-4, msg=key)
+    va = read_jsonl(tmp_path / "one" / "metrics.jsonl")[-1]
+    vb = read_jsonl(tmp_path / "two" / "metrics.jsonl")[-1]
+    assert va["val_top1"] == vb["val_top1"]
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(toy_data, tmp_path):
+    config = write_toy_config(tmp_path / "cfg.yaml", toy_data, **{
+        "solver.optim": "sgd", "solver.lr": 1.0e30, "solver.lr_warmup_step": 0, "logging.save_freq_steps": 1})
+    result = _train(config, tmp_path / "run")
+    assert result.returncode == 1
+    assert "became" in result.stderr and "global step" in result.stderr
+    assert "last good checkpoint" in result.stderr
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert state["global_step"] >= 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_config_errors_stop_before_training(toy_data, tmp_path):
+    config = write_toy_config(tmp_path / "cfg.yaml", toy_data)
+    text = config.read_text().replace("lr_warmup_step", "lr_warmup_stepz")
+    config.write_text(text)
+    result = _train(config, tmp_path / "run")
+    assert result.returncode == 1
+    assert "unknown config key 'solver.lr_warmup_stepz'" in result.stderr
+    assert "did you mean 'solver.lr_warmup_step'" in result.stderr
+    result = _train(write_toy_config(tmp_path / "ok.yaml", toy_data), tmp_path / "run2", "--opts", "data.batchsize=4")
+    assert result.returncode == 1 and "did you mean 'data.batch_size'" in result.stderr
+
+
+def test_test_py_reports_views_and_protocol(toy_data, tmp_path):
+    config = write_toy_config(tmp_path / "cfg.yaml", toy_data, **{"solver.epochs": 1})
+    assert _train(config, tmp_path / "run").returncode == 0
+    result = run_script(["test.py", "--config", str(config), "--weights", str(tmp_path / "run/checkpoints/best.pt"),
+                         "--test_crops", "3", "--test_clips", "2"])
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "run" / "test_8x3x2" / "results.json").read_text())
+    assert results["protocol"] == "8x3x2" and results["num_views"] == 6 and results["num_videos"] == 16
+    for key in ("top1", "top5", "mean_class_acc", "unreadable", "checkpoint"):
+        assert key in results
+    assert (tmp_path / "run" / "test_8x3x2" / "scores.npz").is_file()
