@@ -13,7 +13,7 @@ MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
 MASTER_PORT=${MASTER_PORT:-$(python -c "import socket; s=socket.socket(); s.bind(('',0)); print(s.getsockname()[1])")}
 
 launch() {
-    SCRIPT=$1
+    SCRIPT="$ROOT/$1"
     shift
     case "$1" in
         *.yaml|*.yml) set -- --config "$@" ;;

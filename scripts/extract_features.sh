@@ -7,17 +7,10 @@ if [ $# -lt 4 ]; then
     echo "usage: sh scripts/extract_features.sh CONFIG.yaml LIST ROOT OUT [extract_features arguments]" >&2
     exit 2
 fi
-# The launcher changes to the project root: keep paths given relative to the caller's folder working.
-absolute() {
-    case "$1" in
-        /*) printf '%s' "$1" ;;
-        *) printf '%s/%s' "$PWD" "$1" ;;
-    esac
-}
-CONFIG=$(absolute "$1")
-LIST=$(absolute "$2")
-DATA_ROOT=$(absolute "$3")
-OUT=$(absolute "$4")
+CONFIG=$1
+LIST=$2
+DATA_ROOT=$3
+OUT=$4
 . "$(dirname "$0")/_launch.sh"
 shift 4
 launch extract_features.py --config "$CONFIG" --list "$LIST" --root "$DATA_ROOT" --out "$OUT" "$@"
