@@ -11,7 +11,7 @@ Everything here reads or writes the small text files the toolkit trains from:
 * the completion markers that ``extract_frames.py`` leaves under ``<frames_root>/.done/``.
 
 The module is imported by the two scripts (which put this folder on ``sys.path``) and by the tests.
-It depends only on the standard library.
+It depends on the standard library, and on side4video's own label-CSV reader.
 """
 from __future__ import annotations
 
@@ -229,36 +229,10 @@ def load_json(path: str | os.PathLike) -> object:
 # --------------------------------------------------------------------------------------------------
 
 def read_label_csv(path: str | os.PathLike) -> list[str]:
-    """Read an ``id,name`` CSV; ids must be 0, 1, 2, ... in order.  Returns the names by id."""
-    names: list[str] = []
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f)
-        header_seen = False
-        for row in reader:
-            lineno = reader.line_num
-            if not row or all(not c.strip() for c in row):
-                continue
-            if not header_seen:
-                if [c.strip().lower() for c in row] != ["id", "name"]:
-                    raise annotation_error(path, lineno, f"expected the header 'id,name', got {','.join(row)!r}")
-                header_seen = True
-                continue
-            if len(row) != 2:
-                raise annotation_error(path, lineno, f"expected 2 fields 'id,name', got {len(row)}: {row!r}"
-                                       " (quote names that contain commas)")
-            try:
-                idx = int(row[0])
-            except ValueError:
-                raise annotation_error(path, lineno, f"class id {row[0]!r} is not an integer") from None
-            if idx != len(names):
-                raise annotation_error(path, lineno, f"class id {idx} out of order: expected {len(names)}")
-            name = row[1].strip()
-            if not name:
-                raise annotation_error(path, lineno, f"class {idx} has an empty name")
-            names.append(name)
-    if not header_seen:
-        raise annotation_error(path, None, "empty label file (expected the header 'id,name')")
-    return names
+    """Class names of an ``id,name`` CSV, by id: the same reader training uses, so what these tools read and
+    write is exactly what ``data.label_list`` accepts."""
+    from side4video.data.lists import read_label_names
+    return read_label_names(str(path))
 
 
 def write_label_csv(path: str | os.PathLike, names: Sequence[str]) -> None:
