@@ -147,3 +147,60 @@ def test_test_py_reports_views_and_protocol(toy_data, tmp_path):
     for key in ("top1", "top5", "mean_class_acc", "unreadable", "checkpoint"):
         assert key in results
     assert (tmp_path / "run" / "test_8x3x2" / "scores.npz").is_file()
+
+
+def test_distributed_test_scores_every_video_once_on_an_odd_dataset(toy_data, tmp_path):
+    config = write_toy_config(tmp_path / "cfg.yaml", toy_data, **{"solver.epochs": 1})
+    assert _train(config, tmp_path / "run").returncode == 0
+    odd_list = tmp_path / "val_odd.txt"
+    odd_list.write_text("".join((toy_data / "val_frames.txt").read_text().splitlines(keepends=True)[:15]))
+    weights = str(tmp_path / "run/checkpoints/best.pt")
+    common = ["--config", str(config), "--weights", weights, "--test_crops", "3", "--test_clips", "2",
+              "--batch_size", "4", "--opts", f"data.val_list={odd_list}"]
+    one = run_script(["test.py", *common, "--output", str(tmp_path / "one")])
+    assert one.returncode == 0, one.stderr
+    from side4video.engine.distributed import free_port
+    two = run_script(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+                      "test.py", *common, "--output", str(tmp_path / "two")])
+    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
+    import numpy as np
+    a, b = np.load(tmp_path / "one/scores.npz"), np.load(tmp_path / "two/scores.npz")
+    assert len(b["video_ids"]) == 15 and len(set(b["video_ids"].tolist())) == 15
+    assert b["video_ids"].tolist() == a["video_ids"].tolist()
+    np.testing.assert_allclose(b["scores"], a["scores"], rtol=1e-5, atol=1e-6)
+    ra = json.loads((tmp_path / "one/results.json").read_text())
+    rb = json.loads((tmp_path / "two/results.json").read_text())
+    assert rb["num_videos"] == ra["num_videos"] == 15 and rb["top1"] == ra["top1"]
+
+
+def test_mixup_repeated_augmentation_and_accumulation_train(toy_data, tmp_path):
+    config = write_toy_config(tmp_path / "cfg.yaml", toy_data, **{
+        "solver.epochs": 1, "solver.mixup": 0.8, "solver.cutmix": 1.0, "data.num_sample": 2,
+        "data.batch_size": 4, "solver.grad_accumulation_steps": 2, "data.rand_aug": True})
+    result = _train(config, tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    steps = read_jsonl(tmp_path / "run" / "steps.jsonl")
+    assert len(steps) == 8 and all(row["loss"] > 0 for row in steps)
+    # the scheduler advances once per optimizer step, i.e. every 2 micro-steps
+    assert steps[0]["lr"] == steps[1]["lr"] and steps[2]["lr"] == steps[3]["lr"]
+
+
+def test_in_process_training_keeps_the_backbone_out_of_deepspeed(toy_data, tmp_path, quiet_random_weights):
+    from side4video.config import load_config
+    from side4video.engine.builders import backbone_from_config
+    from side4video.engine.distributed import cleanup
+    from side4video.engine.trainer import Trainer
+    cfg = load_config(write_toy_config(tmp_path / "cfg.yaml", toy_data, **{"solver.epochs": 1}))
+    trainer = Trainer(cfg, tmp_path / "run")
+    try:
+        trainer.fit()
+        backbone_ids = {id(p) for p in trainer.backbone.parameters()}
+        optimized = {id(p) for group in trainer.engine.optimizer.param_groups for p in group["params"]}
+        assert optimized and not optimized & backbone_ids
+        assert not {id(p) for p in trainer.engine.module.parameters()} & backbone_ids
+        fresh = backbone_from_config(cfg)
+        after = trainer.backbone.state_dict()
+        assert all(torch.equal(v, after[k]) for k, v in fresh.state_dict().items()), "the backbone changed"
+        assert not trainer.backbone.model.training
+    finally:
+        cleanup()
