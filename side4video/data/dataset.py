@@ -162,13 +162,24 @@ class VideoDataset(Dataset):
             _bad_input_log.warn(error.path, error.reason, "evaluated as invalid")
             frames = torch.zeros(self.num_views, self.sampler.frames_per_clip, 3, size, size, dtype=torch.uint8)
             return dict(frames=frames, label=torch.full((self.num_views,), record.label, dtype=torch.int64),
-                        index=index, video_id=record.path, valid=False, errors=[(error.path, error.reason)])
+                        index=index, video_id=record.path, valid=False, errors=[(error.path, error.reason)],
+                        flipped=torch.zeros(self.num_views, dtype=torch.bool))
         # crop all clips at once, then reorder [crop, clip, frame] -> [clip * crop, frame]
         views, flipped = self.transform(frames)  # [C, K * n, 3, S, S]
         views = views.unflatten(1, indices.shape).transpose(0, 1)  # [K, C, n, 3, S, S]
         views = views.reshape(self.num_views, indices.shape[1], 3, size, size)
-        return dict(frames=views, label=self._labels(record.label, flipped * self.num_clips), index=index,
-                    video_id=record.path, valid=True, errors=[])
+        view_flipped = list(flipped) * self.num_clips          # view = clip * crops + crop
+        return dict(frames=views, label=self._labels(record.label, view_flipped), index=index,
+                    video_id=record.path, valid=True, errors=[], flipped=torch.tensor(view_flipped))
+
+    def flip_permutation(self) -> torch.Tensor | None:
+        """Class permutation that maps scores of a flipped view back (left/right pairs swapped); None without pairs."""
+        if not self.flip_label:
+            return None
+        permutation = torch.arange(len(self.class_names))
+        for source, target in self.flip_label.items():
+            permutation[source] = target
+        return permutation
 
 
 def _flip_label_map(flip_pairs: Sequence[Sequence[int]], num_classes: int) -> dict[int, int]:

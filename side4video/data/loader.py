@@ -97,14 +97,16 @@ def collate_train(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def collate_eval(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Evaluation batch: ``frames [B, V, n, 3, S, S]``, ``label [B]`` (the video's label: view 0 is never
     flipped), ``index [B]``, ``video_id`` list, ``valid`` bool ``[B]``, ``errors`` concatenated and
-    ``sample_errors`` (each video's own list, so reasons are never attributed to the wrong video)."""
+    ``sample_errors`` (each video's own list, so reasons are never attributed to the wrong video) and
+    ``flipped`` bool ``[B, V]`` (horizontally flipped views, e.g. the second half of 10-crop testing)."""
     return dict(frames=torch.stack([s["frames"] for s in samples]),
                 label=torch.stack([s["label"][0] for s in samples]),
                 index=torch.tensor([s["index"] for s in samples], dtype=torch.int64),
                 video_id=[s["video_id"] for s in samples],
                 valid=torch.tensor([s["valid"] for s in samples], dtype=torch.bool),
                 errors=[error for s in samples for error in s["errors"]],
-                sample_errors=[list(s["errors"]) for s in samples])
+                sample_errors=[list(s["errors"]) for s in samples],
+                flipped=torch.stack([s["flipped"] for s in samples]))
 
 
 def build_loader(dataset: Dataset, batch_size: int, *, sampler: Sampler | None = None, num_workers: int = 0,

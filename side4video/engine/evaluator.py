@@ -69,8 +69,12 @@ class ScoreSet:
 def collect_scores(backbone: FrozenEncoder, model: nn.Module, loader: Iterable, device: torch.device, *,
                    mean: Sequence[float], std: Sequence[float], average: str = "prob",
                    max_views_per_forward: int = 64, precision: str = "fp32", progress: bool = True,
-                   desc: str = "eval") -> ScoreSet:
-    """Score every video of ``loader`` (whose sampler shards the dataset without padding) and gather."""
+                   desc: str = "eval", flip_permutation: torch.Tensor | None = None) -> ScoreSet:
+    """Score every video of ``loader`` (whose sampler shards the dataset without padding) and gather.
+
+    ``flip_permutation`` (``dataset.flip_permutation()``) maps the logits of horizontally flipped views back to
+    the unflipped classes (moving left ↔ right) before views are averaged.
+    """
     from ..data import normalize_frames
     was_training = model.training
     model.eval()
@@ -78,8 +82,8 @@ def collect_scores(backbone: FrozenEncoder, model: nn.Module, loader: Iterable, 
     num_views = 0
     iterator = loader
     if progress:
-        from tqdm import tqdm
-        iterator = tqdm(loader, desc=desc, dynamic_ncols=True, leave=False)
+        from .logging_utils import progress_bar
+        iterator = progress_bar(iterable=loader, desc=desc, leave=False)
     with autocast_context(device, precision):
         for batch in iterator:
             valid = batch["valid"].bool()
@@ -94,6 +98,9 @@ def collect_scores(backbone: FrozenEncoder, model: nn.Module, loader: Iterable, 
             num_views = frames.shape[1]
             frames = normalize_frames(frames, mean, std)
             logits = forward_views(backbone, model, frames, max_views_per_forward=max_views_per_forward)
+            if flip_permutation is not None and batch["flipped"].any():
+                flipped = batch["flipped"][valid].to(logits.device)
+                logits[flipped] = logits[flipped][:, flip_permutation.to(logits.device)]
             local["scores"].append(aggregate_views(logits, average).cpu().numpy())
             local["labels"].extend(batch["label"][valid].tolist())
             local["indices"].extend(i for i, ok in zip(indices, valid.tolist()) if ok)

@@ -31,6 +31,13 @@ def setup_logging(output_dir: Path | None, is_main: bool, filename: str = "train
     return logger
 
 
+def progress_bar(**kwargs):
+    """A tqdm bar that redraws freely on a terminal and only every 30 s into a log file or CI output."""
+    from tqdm import tqdm
+    interactive = sys.stderr.isatty()
+    return tqdm(dynamic_ncols=True, mininterval=0.1 if interactive else 30.0, **kwargs)
+
+
 def append_jsonl(path: Path, row: dict[str, Any]) -> None:
     with open(path, "a") as handle:
         handle.write(json.dumps(_jsonable(row)) + "\n")

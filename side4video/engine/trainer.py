@@ -24,7 +24,7 @@ from .checkpoint import (FORMAT, atomic_copy, atomic_save, capture_rng_state, ch
                          load_optimizer_state, optimizer_state, restore_rng_state)
 from .distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier, setup_distributed
 from .evaluator import autocast_context, collect_scores
-from .logging_utils import TensorBoard, append_jsonl, setup_logging
+from .logging_utils import TensorBoard, append_jsonl, progress_bar, setup_logging
 from .metrics import plot_curves, save_confusion
 from .optim import build_optimizer, build_scheduler
 
@@ -214,9 +214,8 @@ class Trainer:
             batches = iter(self.loader)
             progress = None
             if dist.is_main and cfg.logging.progress:
-                from tqdm import tqdm
-                progress = tqdm(total=self.batches_per_epoch, initial=skip_batches, desc=f"epoch {epoch}",
-                                dynamic_ncols=True, leave=False)
+                progress = progress_bar(total=self.batches_per_epoch, initial=skip_batches, desc=f"epoch {epoch}",
+                                        leave=False)
             for batch_index in range(skip_batches, self.batches_per_epoch):
                 batch = next(batches)
                 tracker.add(batch["errors"], batch["num_samples"])

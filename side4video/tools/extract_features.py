@@ -242,16 +242,14 @@ def _extract_batches(dataset, batches: list[list[int]], backbone, spec: FeatureS
                      cfg, device: torch.device, workers: int, max_views: int, progress: bool,
                      desc: str) -> dict[str, Any]:
     """Run the backbone over ``batches`` and hand every video to ``writer``; returns this process's throughput."""
-    from tqdm import tqdm
-
     from ..data import collate_eval, normalize_frames
+    from ..engine.logging_utils import progress_bar
     # build_loader takes a sampler, not a batch sampler, and batches must stay inside a shard (see shard_batches)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers if batches else 0,
                                          collate_fn=collate_eval, pin_memory=device.type == "cuda")
     stats: dict[str, Any] = {"videos": 0, "frames": 0, "device": str(device)}
     start = time.perf_counter()
-    with tqdm(total=sum(len(b) for b in batches), desc=desc, unit="video", dynamic_ncols=True,
-              disable=not progress) as bar:
+    with progress_bar(total=sum(len(b) for b in batches), desc=desc, unit="video", disable=not progress) as bar:
         for batch in loader:
             valid = batch["valid"].bool()
             readable: Iterator[torch.Tensor] = iter(())

@@ -129,7 +129,8 @@ def score_videos(cfg, weights: str | Path, found: PredictInput, *, test_crops: i
                               collate_fn=collate_eval)
         scores = collect_scores(backbone, model, loader, device, mean=cfg.data.mean, std=cfg.data.std,
                                 average=average, max_views_per_forward=max_views,
-                                precision=cfg.solver.precision, progress=progress, desc="predict")
+                                precision=cfg.solver.precision, progress=progress, desc="predict",
+                                flip_permutation=dataset.flip_permutation())
     return scores, dataset.class_names
 
 

@@ -120,3 +120,26 @@ def test_deepspeed_config_comes_from_the_yaml():
     with pytest.raises(ValueError, match="fp16 needs solver.zero_stage 0"):
         deepspeed_config(load_config(None, ["data.num_classes=3", "solver.zero_stage=1", "solver.precision=fp16"]),
                          8, 1)
+
+
+def test_flipped_views_are_mapped_back_before_averaging():
+    """10-crop testing flips half the views: a flipped 'moving left' view votes for 'moving right'."""
+    from side4video.engine.evaluator import collect_scores
+
+    class FixedLogits(torch.nn.Module):
+        backbone_layers, needs_embedding = [], False
+
+        def forward(self, frames, tokens, embedding=None):
+            return torch.tensor([[0.0, 4.0, 0.0]]).repeat(frames.shape[0], 1)   # every view says class 1
+
+    class NoBackbone:
+        def tap(self, frames, layers, embedding):
+            return DotMap(tokens=[], embedding=None)
+
+    batch = {"frames": torch.zeros(1, 2, 1, 3, 4, 4, dtype=torch.uint8), "label": torch.tensor([0]),
+             "index": torch.tensor([0]), "video_id": ["v"], "valid": torch.tensor([True]), "errors": [],
+             "sample_errors": [[]], "flipped": torch.tensor([[False, True]])}
+    scores = collect_scores(NoBackbone(), FixedLogits(), [batch], torch.device("cpu"), mean=[0, 0, 0], std=[1, 1, 1],
+                            progress=False, flip_permutation=torch.tensor([1, 0, 2]))
+    view = torch.softmax(torch.tensor([0.0, 4.0, 0.0]), 0).numpy()
+    np.testing.assert_allclose(scores.scores[0], (view + view[[1, 0, 2]]) / 2, rtol=1e-6)
