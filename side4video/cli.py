@@ -8,17 +8,16 @@ from typing import Sequence
 
 
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="Side4Video-style YAML config")
-    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="override config keys, e.g. --opts solver.lr=1e-4 data.batch_size=8 (values read as YAML)")
+    from .tools._common import add_config_arguments
+    add_config_arguments(parser)
     # Accepted for compatibility with the reference scripts and launchers; they carry nothing we need.
     parser.add_argument("--log_time", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
 
 
 def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 1
+    from .tools._common import fail
+    return fail(message, code=1)
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
@@ -30,13 +29,14 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--resume", default=None, help="checkpoint path or 'auto' (overrides the config's resume)")
     args = parser.parse_args(argv)
     from .config import ConfigError, load_config
+    from .data import TooManyUnreadableInputs
     from .engine.trainer import Trainer, TrainingDiverged
     try:
         cfg = load_config(args.config, args.opts)
         if args.resume:
             cfg.resume = args.resume
         summary = Trainer(cfg, args.output).fit()
-    except (ConfigError, TrainingDiverged, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, TrainingDiverged, TooManyUnreadableInputs, FileNotFoundError, ValueError) as exc:
         return _fail(str(exc))
     best = summary.get("best_val_top1")
     print(f"done: best val top-1 {best:.2f}% -> {summary['output_dir']}" if best is not None

@@ -3,7 +3,7 @@
 The toy dataset generator lives in ``side4video.data.toy`` (not imported here, so that
 ``python -m side4video.data.toy`` runs cleanly).
 """
-from .bad_samples import BadSampleTracker
+from .bad_samples import BadSampleTracker, TooManyUnreadableInputs
 from .dataset import VideoDataset, build_dataset
 from .decoders import VideoReadError, open_reader
 from .lists import VideoRecord, format_record, read_annotation_list, read_label_names
@@ -17,6 +17,7 @@ __all__ = [
     "FrameSampler",
     "ShardedEvalSampler",
     "TrainAugmentation",
+    "TooManyUnreadableInputs",
     "TrainSampler",
     "VideoDataset",
     "VideoReadError",

@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 
+class TooManyUnreadableInputs(RuntimeError):
+    """More of an epoch's samples were unreadable than ``data.max_bad_fraction`` allows."""
+
+
 @dataclass
 class BadSampleTracker:
     """Failed reads (``(path, reason)``, from batches' ``errors``) against samples served.
@@ -42,9 +46,9 @@ class BadSampleTracker:
         return "\n".join([text + ":"] + lines + ([f"  ... and {more} more"] if more > 0 else []))
 
     def check(self, max_fraction: float) -> None:
-        """Raise RuntimeError when more than ``max_fraction`` of the samples needed a replacement."""
+        """Raise :class:`TooManyUnreadableInputs` when more than ``max_fraction`` of the samples needed a replacement."""
         if self.fraction > max_fraction:
-            raise RuntimeError(
+            raise TooManyUnreadableInputs(
                 f"too many unreadable training inputs: {self.summary()}\n"
                 f"this exceeds data.max_bad_fraction={max_fraction}; list them with "
                 f"'python -m side4video.tools.check_videos LIST --root DIR' and train on the clean list it writes")

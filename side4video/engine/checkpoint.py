@@ -10,7 +10,7 @@ import random
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 import torch
@@ -31,14 +31,15 @@ def _deepspeed_safe_globals() -> list:
     return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
 
 
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """Write to a temporary file in the same folder, flush to disk, then rename over ``path``."""
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Write through ``write(handle)`` into a temporary file in the same folder, flush it to disk, then rename
+    it over ``path``: a crash never leaves a half-written file under the final name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -47,16 +48,15 @@ def atomic_save(obj: Any, path: str | Path) -> None:
             tmp.unlink()
 
 
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` with :func:`atomic_write`."""
+    atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
 def atomic_copy(source: str | Path, target: str | Path) -> None:
     """Copy a finished checkpoint (e.g. last.pt → best.pt) so that ``target`` is never half-written."""
-    target = Path(target)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with open(source, "rb") as handle:
+        atomic_write(target, lambda out: shutil.copyfileobj(handle, out))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

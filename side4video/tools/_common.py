@@ -38,14 +38,9 @@ def default_device() -> torch.device:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path``, fsync, then rename: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """Write ``data`` so that readers never see half a file (see ``engine.checkpoint.atomic_write``)."""
+    from ..engine.checkpoint import atomic_write
+    atomic_write(path, lambda handle: handle.write(data))
 
 
 @contextlib.contextmanager
@@ -85,6 +80,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join([line(headers), rule] + [line(row) for row in cells])
 
 
-def fail(message: str) -> int:
+def fail(message: str, code: int = 2) -> int:
+    """Print a one-line error (no traceback: the message names the file, key or video) and return ``code``."""
     print(f"error: {message}", file=sys.stderr)
-    return 2
+    return code

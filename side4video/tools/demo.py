@@ -37,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     start = time.time()
     from ..data.toy import generate_toy_dataset
+    from ._common import format_table
     from .make_tiny_backbone import make_tiny_backbone
     data = ROOT / args.data
     generate_toy_dataset(str(data))
@@ -64,11 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(f"Toy temporal dataset (8 classes, chance 12.5%), tiny frozen backbone, test protocol {rows[0][5]} "
           f"(frames x crops x clips)")
-    header = f"| {'method':<26} | {'trainable params':>16} | {'top-1':>6} | {'top-5':>6} | {'train time':>10} |"
-    print(header)
-    print("|" + "|".join("-" * width for width in (28, 18, 8, 8, 12)) + "|")
-    for title, params, top1, top5, seconds, _ in rows:
-        print(f"| {title:<26} | {params:>16,} | {top1:>6.1f} | {top5:>6.1f} | {seconds:>9.0f}s |")
+    print(format_table(["method", "trainable params", "top-1", "top-5", "train time (s)"],
+                       [[title, f"{params:,}", round(top1, 1), round(top5, 1), round(seconds)]
+                        for title, params, top1, top5, seconds, _ in rows]))
     print(f"\ndemo finished in {time.time() - start:.0f} s; outputs in {out}")
     return 0
 
