@@ -73,8 +73,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def trainable_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The trainable weights from one of our checkpoints or from a plain state dict."""
-    if checkpoint.get("format") == FORMAT:
-        return checkpoint["model"]
     if "model" in checkpoint and isinstance(checkpoint["model"], dict):
         return checkpoint["model"]
     if all(isinstance(v, torch.Tensor) for v in checkpoint.values()):

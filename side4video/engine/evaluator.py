@@ -106,17 +106,15 @@ def collect_scores(backbone: FrozenEncoder, model: nn.Module, loader: Iterable, 
             local["indices"].extend(i for i, ok in zip(indices, valid.tolist()) if ok)
             local["ids"].extend(vid for vid, ok in zip(batch["video_id"], valid.tolist()) if ok)
     model.train(was_training)
-    gathered = all_gather_objects({k: v for k, v in local.items()} | {"views": num_views})
-    scores = [s for part in gathered for s in part["scores"]]
-    indices = np.array([i for part in gathered for i in part["indices"]], dtype=np.int64)
+    gathered = all_gather_objects(local | {"views": num_views})
+    merged = {key: [item for part in gathered for item in part[key]] for key in local}
+    indices = np.array(merged["indices"], dtype=np.int64)
     order = np.argsort(indices, kind="stable")
     if len(np.unique(indices)) != len(indices):
         raise RuntimeError("a video was scored twice: the evaluation sampler must not pad")
-    num_classes = scores[0].shape[1] if scores else 0
-    all_scores = np.concatenate(scores) if scores else np.zeros((0, num_classes), dtype=np.float32)
-    bad = sorted((b for part in gathered for b in part["bad"]), key=lambda b: b["index"])
-    return ScoreSet(scores=all_scores[order],
-                    labels=np.array([l for part in gathered for l in part["labels"]], dtype=np.int64)[order],
-                    indices=indices[order],
-                    video_ids=[[v for part in gathered for v in part["ids"]][i] for i in order],
-                    num_views=max(part["views"] for part in gathered), unreadable=bad)
+    num_classes = merged["scores"][0].shape[1] if merged["scores"] else 0
+    all_scores = np.concatenate(merged["scores"]) if merged["scores"] else np.zeros((0, num_classes), np.float32)
+    return ScoreSet(scores=all_scores[order], labels=np.array(merged["labels"], dtype=np.int64)[order],
+                    indices=indices[order], video_ids=[merged["ids"][i] for i in order],
+                    unreadable=sorted(merged["bad"], key=lambda b: b["index"]),
+                    num_views=max(part["views"] for part in gathered))

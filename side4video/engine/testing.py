@@ -72,8 +72,7 @@ def run_test(cfg, weights: str | Path, *, test_crops: int | None = None, test_cl
         "num_videos": int(len(scores.labels)), "num_views": int(scores.num_views), "protocol": protocol,
         "crops": crops, "clips": clips, "frames": frames, "sampling": "dense" if dense else cfg.data.sampling,
         "score_average": average, "unreadable": scores.unreadable,
-        "checkpoint": {"path": str(weights), "epoch": checkpoint.get("epoch"), "format": checkpoint.get("format", "state_dict")
-                       if checkpoint.get("format") == FORMAT else "state_dict",
+        "checkpoint": {"path": str(weights), "epoch": checkpoint.get("epoch"), "format": FORMAT if checkpoint.get("format") == FORMAT else "state_dict",
                        "backbone": backbone_identity(backbone), "head": cfg.network.head},
         "test_time_s": elapsed, "videos_per_s": len(scores.labels) / max(elapsed, 1e-9),
     }
