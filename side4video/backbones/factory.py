@@ -11,6 +11,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from ..errors import ConfigError, InputNotFoundError
 from .frozen import BackboneInfo, FrozenEncoder, drop_text_tower
 from .names import ArchSpec, resolve_arch
 from .weights import (WeightFile, default_pretrained_dir, file_sha256, find_conventional_file, load_exact,
@@ -88,7 +89,7 @@ def _resolve_weights(spec: ArchSpec, pretrained, pretrained_dir) -> WeightFile |
                 return read_weight_file(found)
         looked = [str(folder / spec.weight_files[0]) for folder in search]
         others = ", ".join(spec.weight_files[1:4])
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"no weights for backbone '{spec.name}': looked for {' and '.join(looked)}"
             + (f" (also accepted: {others})" if others else "")
             + f". Put the file there or pass pretrained=PATH (network.pretrained in a config). {WHERE_TO_GET}")
@@ -143,7 +144,7 @@ def build_open_clip_model(model_cfg: dict[str, Any], quick_gelu: bool = False) -
     vision_cfg = cfg.get("vision_cfg", {})
     timm_kwargs = vision_cfg.pop("timm_model_kwargs", {}) or {}
     if "multimodal_cfg" in cfg or "hf_model_name" in cfg.get("text_cfg", {}):
-        raise ValueError("CoCa and Hugging Face text towers are not supported as frozen backbones")
+        raise ConfigError("CoCa and Hugging Face text towers are not supported as frozen backbones")
     model_class = CustomTextCLIP if custom_text else CLIP
     with _extra_timm_kwargs(timm_kwargs):
         return model_class(**cfg, quick_gelu=quick_gelu)
@@ -154,17 +155,17 @@ def _describe(spec: ArchSpec, model: nn.Module, weight_file: WeightFile | None, 
     if hasattr(visual, "trunk"):
         trunk = visual.trunk
         if getattr(trunk, "rope_mixed", False):
-            raise TypeError(f"{spec.name}: timm trunks with depth-mixed RoPE are not supported")
+            raise ConfigError(f"{spec.name}: timm trunks with depth-mixed RoPE are not supported")
         patch = trunk.patch_embed.patch_size
         img = trunk.patch_embed.img_size
         family, width, layers = "eva", trunk.embed_dim, len(trunk.blocks)
         if getattr(trunk, "num_prefix_tokens", 1) != 1:
-            raise TypeError(f"{spec.name}: the side network needs exactly one class token")
+            raise ConfigError(f"{spec.name}: the side network needs exactly one class token")
     elif hasattr(visual, "transformer"):
         patch, img = visual.patch_size, visual.image_size
         family, width, layers = "clip", visual.transformer.width, len(visual.transformer.resblocks)
     else:
-        raise TypeError(f"{spec.name}: only ViT image towers are supported (got {type(visual).__name__})")
+        raise ConfigError(f"{spec.name}: only ViT image towers are supported (got {type(visual).__name__})")
     patch = patch[0] if isinstance(patch, (tuple, list)) else patch
     img = img[0] if isinstance(img, (tuple, list)) else img
     embed_dim = model.visual.output_dim if hasattr(model.visual, "output_dim") else spec.model_cfg["embed_dim"]

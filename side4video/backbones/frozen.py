@@ -17,10 +17,16 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 
 @dataclass
 class TapOutput:
-    """What :meth:`FrozenEncoder.tap` returns."""
-    tokens: list[torch.Tensor]          # per tapped layer: [B*T, 1+N, W] (cls first, then patches)
+    """What :meth:`FrozenEncoder.tap` returns (in the encoder's precision, never requiring grad)."""
+    cls_tokens: list[torch.Tensor]      # per tapped layer: [B*T, 1, W]
+    patch_tokens: list[torch.Tensor]    # per tapped layer: [B*T, N, W]
     layers: list[int]                   # 0-based indices of the tapped layers, ascending
     embedding: torch.Tensor | None = None  # final image embedding [B*T, E], same as open_clip encode_image
+
+    @property
+    def tokens(self) -> list[torch.Tensor]:
+        """Full token sequences ``[B*T, 1+N, W]`` (class token first), one per tapped layer."""
+        return [torch.cat([c, p], dim=1) for c, p in zip(self.cls_tokens, self.patch_tokens)]
 
 
 @dataclass
@@ -88,8 +94,7 @@ class FrozenEncoder(nn.Module):
         self.model.requires_grad_(False)
         self.model.eval()
         visual = clip_model.visual
-        self._trunk = getattr(visual, "trunk", None)
-        if self._trunk is None and not hasattr(visual, "transformer"):
+        if not hasattr(visual, "trunk") and not hasattr(visual, "transformer"):
             raise TypeError(f"{info.arch}: only ViT towers have per-layer tokens; "
                             f"{type(visual).__name__} is not supported")
 
@@ -108,7 +113,8 @@ class FrozenEncoder(nn.Module):
     def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """open_clip's ``encode_image`` on ``[B, 3, H, W]`` (or ``[B, T, 3, H, W]``, flattened)."""
         images = self._prepare(images)
-        return self.model.encode_image(images, normalize=normalize)
+        with torch.autocast(images.device.type, enabled=False):
+            return self.model.encode_image(images, normalize=normalize)
 
     @torch.no_grad()
     def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
@@ -123,20 +129,23 @@ class FrozenEncoder(nn.Module):
 
     @torch.no_grad()
     def tap(self, images: torch.Tensor, layers: LayerSpec = "all", embedding: bool = True) -> TapOutput:
-        """Run the frozen encoder once; return the chosen layers' full token sequences (+ the embedding).
+        """Run the frozen encoder once; return the chosen layers' class and patch tokens (+ the embedding).
 
-        Stops after the last tapped layer when the final embedding is not needed.
+        Uses the towers' public ``forward_intermediates`` (open_clip ViT and timm trunks alike), stopping after
+        the last tapped layer when the final embedding is not needed. Runs in the encoder's own precision
+        whatever autocast the caller is under.
         """
         images = self._prepare(images)
         wanted = self.resolve_layers(layers)
-        stop = self.info.num_layers if embedding else (max(wanted) + 1 if wanted else 0)
-        want = set(wanted)
-        tokens: list[torch.Tensor] = []
-        if self._trunk is not None:
-            x, final = self._tap_timm(images, want, stop, tokens, embedding)
-        else:
-            x, final = self._tap_openclip_vit(images, want, stop, tokens, embedding)
-        return TapOutput(tokens=tokens, layers=wanted, embedding=final)
+        with torch.autocast(images.device.type, enabled=False):
+            if not wanted:
+                final = self.model.encode_image(images) if embedding else None
+                return TapOutput([], [], [], final)
+            out = self.model.visual.forward_intermediates(
+                images, indices=wanted, stop_early=not embedding, intermediates_only=not embedding,
+                output_fmt="NLC", output_extra_tokens=True)
+        return TapOutput(cls_tokens=out["image_intermediates_prefix"], patch_tokens=out["image_intermediates"],
+                         layers=wanted, embedding=out.get("image_features") if embedding else None)
 
     def forward(self, images: torch.Tensor, layers: LayerSpec = "all", embedding: bool = True) -> TapOutput:
         return self.tap(images, layers=layers, embedding=embedding)
@@ -147,41 +156,6 @@ class FrozenEncoder(nn.Module):
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images [B, 3, H, W] or [B, T, 3, H, W], got {tuple(images.shape)}")
         return images.to(self.dtype)
-
-    def _tap_openclip_vit(self, images, want, stop, tokens, embedding):
-        visual = self.model.visual
-        x = visual._embeds(images)                       # [B, 1+N, W], ln_pre applied
-        transformer = visual.transformer
-        if not transformer.batch_first:
-            x = x.transpose(0, 1)
-        for index, block in enumerate(transformer.resblocks[:stop]):
-            x = block(x)
-            if index in want:
-                tokens.append(x if transformer.batch_first else x.transpose(0, 1))
-        if not embedding:
-            return x, None
-        if not transformer.batch_first:
-            x = x.transpose(0, 1)
-        pooled, _ = visual._pool(x)
-        if visual.proj is not None:
-            pooled = pooled @ visual.proj
-        return x, pooled
-
-    def _tap_timm(self, images, want, stop, tokens, embedding):
-        trunk = self._trunk
-        x = trunk.patch_embed(images)
-        embedded = trunk._pos_embed(x)                  # adds cls + pos embed, patch dropout (eval: none)
-        x, rope = embedded if isinstance(embedded, tuple) else (embedded, None)
-        x = trunk.norm_pre(x)
-        for index, block in enumerate(trunk.blocks[:stop]):
-            x = block(x, rope=rope) if rope is not None else block(x)
-            if index in want:
-                tokens.append(x)
-        if not embedding:
-            return x, None
-        x = trunk.norm(x)
-        pooled = trunk.forward_head(x)
-        return x, self.model.visual.head(pooled)
 
 
 def drop_text_tower(model: nn.Module) -> None:

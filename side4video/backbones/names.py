@@ -13,6 +13,8 @@ from typing import Any
 
 import open_clip
 
+from ..errors import ConfigError, InputNotFoundError
+
 # OpenAI spelling → open_clip name, and the file OpenAI distributes (a TorchScript archive).
 OPENAI_ARCHS: dict[str, tuple[str, str]] = {
     "ViT-B/32": ("ViT-B-32", "ViT-B-32.pt"),
@@ -70,13 +72,13 @@ def resolve_arch(arch: str | Path) -> ArchSpec:
     if text.endswith(".json"):
         path = Path(text)
         if not path.is_file():
-            raise FileNotFoundError(f"backbone config not found: {path}")
+            raise InputNotFoundError(f"backbone config not found: {path} (network.arch)")
         try:
             cfg = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: invalid JSON ({exc})") from exc
+            raise ConfigError(f"{path}: invalid JSON ({exc})") from None
         if "vision_cfg" not in cfg or "embed_dim" not in cfg:
-            raise ValueError(f"{path}: an open_clip model config needs 'embed_dim' and 'vision_cfg'")
+            raise ConfigError(f"{path}: an open_clip model config needs 'embed_dim' and 'vision_cfg'")
         files = [f"{path.stem}{ext}" for ext in WEIGHT_EXTENSIONS]
         return ArchSpec(path.stem, cfg, files, config_path=path)
 
@@ -96,7 +98,8 @@ def resolve_arch(arch: str | Path) -> ArchSpec:
         import difflib
         close = difflib.get_close_matches(text, known_arch_names(), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown backbone '{arch}'.{hint} Give an OpenAI/open_clip/EVA02 name or a JSON config path.")
+        raise ConfigError(f"unknown backbone '{arch}' (network.arch).{hint} Give an OpenAI/open_clip/EVA02 name or a "
+                          "JSON config path.")
     files = ([eva_by_name[name]] if name in eva_by_name else []) + _open_clip_files(name)
     return ArchSpec(name, copy.deepcopy(cfg), files, openai=name.endswith("quickgelu"))
 

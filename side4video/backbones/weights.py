@@ -15,11 +15,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import InputNotFoundError, WeightsError
+
 # Keys OpenAI's archives carry besides the weights; their presence marks OpenAI (QuickGELU) weights.
 OPENAI_MARKER_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
-class WeightMismatchError(RuntimeError):
+class WeightMismatchError(WeightsError):
     """Weights that do not fit the architecture; lists what is missing, unexpected or mis-shaped."""
 
     def __init__(self, message: str, missing: list[str], unexpected: list[str], mismatched: list[str]):
@@ -47,20 +49,29 @@ def read_weight_file(path: str | Path) -> WeightFile:
     """Read any supported file into a flat ``{key: tensor}`` dict (on CPU, original dtypes)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"backbone weight file not found: {path}")
+        raise InputNotFoundError(f"backbone weight file not found: {path}")
     if path.stat().st_size == 0:
-        raise ValueError(f"backbone weight file is empty: {path}")
+        raise WeightsError(f"backbone weight file is empty: {path}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
-        return _finish(path, load_file(str(path), device="cpu"), "safetensors")
+        try:
+            return _finish(path, load_file(str(path), device="cpu"), "safetensors")
+        except Exception as exc:  # safetensors raises its own SafetensorError for a corrupt header
+            raise WeightsError(f"cannot read backbone weights from {path}: {str(exc).splitlines()[0][:200]}") from None
     if is_torchscript_archive(path):
         # Only ever reached for a file the user named or placed in clip_pretrain/ themselves.
-        module = torch.jit.load(str(path), map_location="cpu")
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise WeightsError(f"cannot read the TorchScript archive {path}: {str(exc).splitlines()[0][:200]}") from None
         return _finish(path, dict(module.state_dict()), "torchscript")
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"cannot read backbone weights from {path}: {exc}") from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
+            reason = "it contains Python objects that cannot be loaded safely (only tensors are read)"
+        raise WeightsError(f"cannot read backbone weights from {path}: {reason[:200]}") from None
     fmt = "state_dict"
     if isinstance(loaded, dict):
         for wrapper in ("state_dict", "model", "module"):
@@ -68,7 +79,7 @@ def read_weight_file(path: str | Path) -> WeightFile:
                 loaded, fmt = loaded[wrapper], "open_clip_checkpoint"
                 break
     if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors")
+        raise WeightsError(f"{path} does not hold a state dict of tensors")
     return _finish(path, loaded, fmt)
 
 
@@ -117,15 +128,13 @@ def load_exact(model: nn.Module, state_dict: dict[str, torch.Tensor], source: st
                   for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape]
     if missing or unexpected or mismatched:
         def listing(title: str, items: list[str]) -> str:
-            shown = "\n    ".join(items[:12])
-            more = f"\n    ... and {len(items) - 12} more" if len(items) > 12 else ""
-            return f"\n  {title} ({len(items)}):\n    {shown}{more}" if items else ""
+            more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+            return f"{len(items)} {title} ({', '.join(items[:3])}{more})" if items else ""
+        parts = [listing("missing from the file", missing), listing("unexpected in the file", unexpected),
+                 listing("shape mismatches", mismatched)]
         raise WeightMismatchError(
-            f"weights in {source} do not match the architecture"
-            + listing("missing from the file", missing)
-            + listing("unexpected in the file", unexpected)
-            + listing("shape mismatches", mismatched)
-            + "\n  Check that network.arch names the model these weights belong to.",
+            f"weights in {source} do not match the architecture: {'; '.join(p for p in parts if p)}; check that "
+            "network.arch names the model these weights belong to (the exception lists every tensor)",
             missing, unexpected, mismatched)
     with torch.no_grad():
         model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state_dict.items()}, strict=True)

@@ -1,20 +1,24 @@
-"""Read a YAML config, apply ``--opts`` overrides, validate against the schema, return a DotMap."""
+"""Read a YAML config, apply ``--opts`` overrides, convert and validate every value once, return a DotMap.
+
+After :func:`load_config` every key of the schema is present with a value of its type; the rest of the
+toolkit reads ``cfg.data.batch_size`` and never re-checks or re-defaults it.
+"""
 from __future__ import annotations
 
 import copy
 import difflib
-import warnings
+import logging
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
 from dotmap import DotMap
 
+from ..errors import ConfigError
 from .schema import LEGACY_KEYS, SCHEMA, Key
+from .types import TypeMismatch
 
-
-class ConfigError(ValueError):
-    """A config file or override that cannot be used; the message names the file and key."""
+log = logging.getLogger("side4video")
 
 
 def _flat_schema(tree: Mapping[str, Any] = SCHEMA, prefix: str = "") -> dict[str, Key]:
@@ -29,6 +33,8 @@ def _flat_schema(tree: Mapping[str, Any] = SCHEMA, prefix: str = "") -> dict[str
 
 
 FLAT_SCHEMA = _flat_schema()
+SECTIONS = tuple(name for name, node in SCHEMA.items() if not isinstance(node, Key))
+_WARNED: set[str] = set()
 
 
 def default_config() -> dict[str, Any]:
@@ -51,36 +57,32 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in tree.items():
         dotted = f"{prefix}{name}"
-        if isinstance(value, Mapping) and dotted not in FLAT_SCHEMA:
+        if isinstance(value, Mapping) and dotted not in FLAT_SCHEMA and (prefix or dotted in SECTIONS):
             out.update(_flatten(value, dotted + "."))
         else:
             out[dotted] = value
     return out
 
 
-def _normalise_value(dotted: str, value: Any) -> Any:
-    # The reference YAMLs write `sim_header: None`; YAML reads it as the string "None".
-    if isinstance(value, str) and value.strip() in ("None", "none", "null", "~"):
-        return None
-    # YAML 1.1 reads `1e-4` (no dot) as a string; numbers are numbers wherever the schema expects one.
-    default = FLAT_SCHEMA[dotted].default if dotted in FLAT_SCHEMA else None
-    if isinstance(value, str) and isinstance(default, (int, float)) and not isinstance(default, bool):
-        try:
-            number = float(value)
-        except ValueError:
-            return value
-        return int(number) if isinstance(default, int) and number.is_integer() else number
-    if isinstance(value, float) and isinstance(default, int) and not isinstance(default, bool) and value.is_integer():
-        return int(value)
-    return value
+def _warn_once(message: str) -> None:
+    """Legacy-key notes: once per process, through the package logger (never twice for one config)."""
+    if message in _WARNED:
+        return
+    _WARNED.add(message)
+    if log.handlers or logging.getLogger().handlers:
+        log.warning(message)
+    else:
+        import sys
+        print(f"warning: {message}", file=sys.stderr)
 
 
-def _check_key(dotted: str, source: str) -> bool:
-    """True if the key is in the schema; warn for legacy keys; raise with a suggestion otherwise."""
+def _check_key(dotted: str, source: str, legacy: list[str] | None = None) -> bool:
+    """True if the key is in the schema; collect legacy keys in ``legacy``; raise with a suggestion otherwise."""
     if dotted in FLAT_SCHEMA:
         return True
     if dotted in LEGACY_KEYS:
-        warnings.warn(f"{source}: key '{dotted}' has no effect ({LEGACY_KEYS[dotted]}); ignored.", stacklevel=3)
+        if legacy is not None:
+            legacy.append(dotted)
         return False
     leaf = dotted.split(".")[-1]
     # A known key put in the wrong section ('data.lr') is the likeliest mistake; then spelling.
@@ -91,10 +93,16 @@ def _check_key(dotted: str, source: str) -> bool:
     raise ConfigError(f"{source}: unknown config key '{dotted}'{hint}")
 
 
-def _check_value(dotted: str, value: Any, source: str) -> None:
+def convert_value(dotted: str, value: Any, source: str) -> Any:
+    """``value`` converted to the schema type of ``dotted``, or a ConfigError naming source, key, value and type."""
     key = FLAT_SCHEMA[dotted]
-    if key.choices is not None and value is not None and value not in key.choices:
-        raise ConfigError(f"{source}: '{dotted}' must be one of {list(key.choices)}, got {value!r}")
+    try:
+        return key.type.convert(value)
+    except TypeMismatch as exc:
+        if exc.standalone:
+            raise ConfigError(f"{source}: '{dotted}' {exc}") from None
+        shown = repr(value) if not isinstance(value, str) else f"'{value}'"
+        raise ConfigError(f"{source}: '{dotted}' must be {exc}, got {shown}") from None
 
 
 def parse_overrides(opts: Iterable[str] | None) -> dict[str, Any]:
@@ -107,60 +115,112 @@ def parse_overrides(opts: Iterable[str] | None) -> dict[str, Any]:
         try:
             value = yaml.safe_load(raw) if raw != "" else None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--opts: cannot parse value of {dotted!r}: {exc}") from exc
+            raise ConfigError(f"--opts: cannot parse the value of {dotted!r}: {str(exc).splitlines()[0]}") from None
         out[dotted.strip()] = value
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: Iterable[str] | Mapping[str, Any] | None = None) -> DotMap:
-    """Defaults ← YAML file ← overrides, validated. Unknown keys stop with a suggestion; legacy keys warn."""
+def _read_yaml(path: Path) -> Mapping[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    if not isinstance(loaded, Mapping):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (data, network, solver, ...)")
+    return loaded
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] | Mapping[str, Any] | None = None,
+                *, base: Mapping[str, Any] | None = None, overrides_source: str = "--opts") -> DotMap:
+    """Defaults ← ``base`` (e.g. a checkpoint's stored config) ← YAML file ← overrides, converted and validated.
+
+    Unknown keys stop with a suggestion; legacy keys are noted once.
+    """
     merged = default_config()
+    explicit: set[str] = set()
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    if base is not None:
+        layers.append(("<checkpoint config>", _flatten({k: v for k, v in base.items() if k != "config_path"})))
     source = str(path) if path else "<defaults>"
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
-        if not isinstance(loaded, Mapping):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
-        for dotted, value in _flatten(loaded).items():
-            if _check_key(dotted, source):
-                value = _normalise_value(dotted, value)
-                _check_value(dotted, value, source)
-                _set(merged, dotted, value)
+        layers.append((source, _flatten(_read_yaml(Path(path)))))
     if overrides:
-        items = overrides.items() if isinstance(overrides, Mapping) else parse_overrides(overrides).items()
-        for dotted, value in items:
-            if _check_key(dotted, "--opts"):
-                value = _normalise_value(dotted, value)
-                _check_value(dotted, value, "--opts")
-                _set(merged, dotted, value)
-    _resolve_aliases(merged)
-    _check_required(merged, source)
+        layers.append((overrides_source, dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)))
+    for where, items in layers:
+        legacy: list[str] = []
+        for dotted, value in items.items():
+            quiet = where == "<checkpoint config>"
+            if quiet and dotted not in FLAT_SCHEMA:
+                continue   # a key of an older version of the schema
+            if _check_key(dotted, where, legacy):
+                _set(merged, dotted, convert_value(dotted, value, where))
+                if not quiet:
+                    explicit.add(dotted)
+        if legacy:
+            _warn_once(f"{where}: {len(legacy)} key(s) of the reference configs have no effect here and are ignored: "
+                       f"{', '.join(legacy)} (why: side4video/config/schema.py LEGACY_KEYS)")
+    _resolve_aliases(merged, explicit, source)
+    _check_combinations(merged, source)
     cfg = DotMap(merged, _dynamic=False)
     cfg.config_path = str(path) if path else None
     return cfg
 
 
-def _resolve_aliases(cfg: dict) -> None:
+def config_section(section: str, values: Mapping[str, Any] | None = None, source: str = "<arguments>") -> DotMap:
+    """One section (e.g. ``data``) with the schema's defaults, ``values`` converted and checked like a config file's.
+
+    For callers that build one part without a whole config (tests, tools)::
+
+        build_dataset(config_section("data", {"num_classes": 8, "train_list": "train.txt"}), "train")
+    """
+    if section not in SECTIONS:
+        raise ConfigError(f"unknown config section {section!r}; sections: {', '.join(SECTIONS)}")
+    defaults = {} if section == "data" else {"data": {"num_classes": 1}}
+    cfg = load_config(None, {**_flatten(defaults), **{f"{section}.{k}": v for k, v in (values or {}).items()}},
+                      overrides_source=source)
+    return cfg[section]
+
+
+def _resolve_aliases(cfg: dict, explicit: set[str], source: str) -> None:
     net = cfg["network"]
-    if net.get("n_emb") is not None and net["n_emb"] != net["side_dim"]:
-        # The reference configs carry both; side_dim wins when both are present and differ.
-        warnings.warn(f"network.n_emb={net['n_emb']} differs from network.side_dim={net['side_dim']}; using side_dim")
+    if net["n_emb"] is not None and net["n_emb"] != net["side_dim"]:
+        if "network.side_dim" in explicit:
+            # The reference configs carry both; side_dim wins when both are given and differ.
+            _warn_once(f"{source}: network.n_emb={net['n_emb']} differs from network.side_dim={net['side_dim']}; "
+                       "using side_dim")
+        else:
+            net["side_dim"] = net["n_emb"]
 
 
-def _check_required(cfg: dict, source: str) -> None:
-    if cfg["data"]["num_classes"] is None:
+def _check_combinations(cfg: dict, source: str) -> None:
+    data, net, solver = cfg["data"], cfg["network"], cfg["solver"]
+    if data["num_classes"] is None:
         raise ConfigError(f"{source}: 'data.num_classes' is required")
-    if cfg["data"]["rand_erase"]:
-        raise ConfigError(f"{source}: 'data.rand_erase: True' is not supported; set it to False")
-    for name in ("num_segments", "batch_size", "num_classes", "input_size", "num_sample"):
-        value = cfg["data"][name]
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{source}: 'data.{name}' must be a positive integer, got {value!r}")
+    if data["rand_erase"]:
+        raise ConfigError(f"{source}: 'data.rand_erase: true' is not supported (random erasing is not implemented); "
+                          "set it to false")
+    scale = data["scale_size"]
+    if scale is not None:
+        smallest = scale if isinstance(scale, int) else min(scale)
+        if smallest < data["input_size"]:
+            raise ConfigError(f"{source}: 'data.scale_size' {scale} is smaller than data.input_size "
+                              f"{data['input_size']}; the crop would not fit")
+    for name in ("drop_out", "emb_dropout"):
+        if net[name]:
+            raise ConfigError(f"{source}: 'network.{name}' is {net[name]}, but the backbone is frozen and runs in eval "
+                              f"mode, so dropout inside it cannot apply; set it to 0 (use network.drop_fc or "
+                              f"network.drop_path for the trainable part)")
+    if solver["precision"] == "fp16" and solver["zero_stage"] > 0:
+        raise ConfigError(f"{source}: solver.precision fp16 needs solver.zero_stage 0 (DeepSpeed's loss scaler for "
+                          "torch autocast); use bf16 with ZeRO 1/2")
+    if data["sampling"] == "dense" and data["seg_length"] != 1:
+        raise ConfigError(f"{source}: data.seg_length applies to segment sampling only; use seg_length 1 with "
+                          "data.sampling: dense")
 
 
 def to_plain_dict(cfg: DotMap) -> dict:

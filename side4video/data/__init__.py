@@ -4,17 +4,18 @@ The toy dataset generator lives in ``side4video.data.toy`` (not imported here, s
 ``python -m side4video.data.toy`` runs cleanly).
 """
 from .bad_samples import BadSampleTracker, TooManyUnreadableInputs
-from .dataset import VideoDataset, build_dataset
+from .dataset import VideoDataset, build_dataset, build_sampler
 from .decoders import VideoReadError, open_reader
 from .lists import VideoRecord, format_record, read_annotation_list, read_label_names
-from .loader import ShardedEvalSampler, TrainSampler, build_loader, collate_eval, collate_train
-from .sampling import FrameSampler
-from .transforms import EvalViews, TrainAugmentation, eval_crop_geometry, normalize_frames
+from .loader import ShardedEvalSampler, TrainSampler, build_loader, collate_eval, collate_train, loader_options
+from .sampling import PROTOCOLS, FrameSampler, is_something_something, resolve_protocol
+from .transforms import EvalViews, TrainAugmentation, default_scale_size, eval_crop_geometry, normalize_frames
 
 __all__ = [
     "BadSampleTracker",
     "EvalViews",
     "FrameSampler",
+    "PROTOCOLS",
     "ShardedEvalSampler",
     "TrainAugmentation",
     "TooManyUnreadableInputs",
@@ -24,12 +25,17 @@ __all__ = [
     "VideoRecord",
     "build_dataset",
     "build_loader",
+    "build_sampler",
     "collate_eval",
     "collate_train",
+    "default_scale_size",
     "eval_crop_geometry",
     "format_record",
+    "is_something_something",
+    "loader_options",
     "normalize_frames",
     "open_reader",
     "read_annotation_list",
     "read_label_names",
+    "resolve_protocol",
 ]

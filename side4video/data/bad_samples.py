@@ -5,9 +5,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from ..errors import DataError
 
-class TooManyUnreadableInputs(RuntimeError):
-    """More of an epoch's samples were unreadable than ``data.max_bad_fraction`` allows."""
+
+class TooManyUnreadableInputs(DataError, RuntimeError):
+    """Too many unreadable inputs: more of an epoch's samples than ``data.max_bad_fraction`` allows, or a
+    training sample whose video and all ``data.max_retries`` replacements failed.
+
+    A :class:`~side4video.errors.DataError`; it also stays a ``RuntimeError`` for callers that caught that.
+    """
 
 
 @dataclass
@@ -45,10 +51,23 @@ class BadSampleTracker:
         more = len(set(self.errors)) - len(listed)
         return "\n".join([text + ":"] + lines + ([f"  ... and {more} more"] if more > 0 else []))
 
+    def one_line(self, max_listed: int = 3) -> str:
+        """The summary on one line: counts, then the most frequent ``path: reason`` pairs."""
+        text = (f"{self.num_errors} unreadable inputs for {self.num_samples} samples "
+                f"({100 * self.fraction:.2f}%)")
+        if not self.errors:
+            return text
+        listed = Counter(self.errors).most_common(max_listed)
+        more = len(set(self.errors)) - len(listed)
+        shown = "; ".join(f"{path}: {reason}" + (f" (x{count})" if count > 1 else "")
+                          for (path, reason), count in listed)
+        return f"{text}, e.g. {shown}" + (f"; and {more} more" if more > 0 else "")
+
     def check(self, max_fraction: float) -> None:
-        """Raise :class:`TooManyUnreadableInputs` when more than ``max_fraction`` of the samples needed a replacement."""
+        """Raise :class:`TooManyUnreadableInputs` (one line) when more than ``max_fraction`` of the samples needed
+        a replacement."""
         if self.fraction > max_fraction:
             raise TooManyUnreadableInputs(
-                f"too many unreadable training inputs: {self.summary()}\n"
-                f"this exceeds data.max_bad_fraction={max_fraction}; list them with "
+                f"too many unreadable training inputs: {self.one_line()}; this exceeds "
+                f"data.max_bad_fraction={max_fraction}; list them with "
                 f"'python -m side4video.tools.check_videos LIST --root DIR' and train on the clean list it writes")

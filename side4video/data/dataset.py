@@ -20,10 +20,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import ConfigError, DataError, InputNotFoundError
+from .bad_samples import TooManyUnreadableInputs
 from .decoders import VIDEO_BACKENDS, VideoReadError, open_reader
 from .lists import VideoRecord, read_annotation_list, read_label_names
-from .sampling import FrameSampler
-from .transforms import ClipRandAugment, EvalViews, TrainAugmentation, resolve_scale_size
+from .sampling import FrameSampler, resolve_protocol
+from .transforms import (ClipRandAugment, EvalViews, TrainAugmentation, resolve_flip_pairs, resolve_grayscale,
+                         resolve_scale_size)
 
 logger = logging.getLogger(__name__)
 
@@ -137,9 +140,11 @@ class VideoDataset(Dataset):
             views, flipped = zip(*(self.transform(frames, rng) for _ in range(self.num_sample)))
             return dict(frames=torch.stack(views), label=self._labels(record.label, flipped), index=index,
                         video_id=record.path, valid=True, errors=errors)
-        listing = "\n  ".join(f"{path}: {reason}" for path, reason in errors)
-        raise RuntimeError(f"training sample {index}: the video and {self.max_retries} replacements are all "
-                           f"unreadable (data.max_retries={self.max_retries}):\n  {listing}")
+        listing = "; ".join(f"{path}: {reason}" for path, reason in errors)
+        record = self.records[index]
+        raise TooManyUnreadableInputs(
+            f"training sample {index} (list line {record.line}, {record.path}): the video and {self.max_retries} "
+            f"replacements are all unreadable (data.max_retries={self.max_retries}): {listing}")
 
     def _replacement(self, rng: np.random.Generator, tried: Sequence[int]) -> int:
         """A different video, drawn from the sample's own generator; avoids videos already tried."""
@@ -156,7 +161,10 @@ class VideoDataset(Dataset):
         try:
             with open_reader(record, self.root, image_tmpl=self.image_tmpl,
                              video_backend=self.video_backend) as reader:
-                indices = self.sampler.test(reader.num_frames, self.num_clips)  # [K, n]
+                if self.split == "val":  # the validation rule (the same indices as one test clip)
+                    indices = self.sampler.validation(reader.num_frames)[None]  # [1, n]
+                else:
+                    indices = self.sampler.test(reader.num_frames, self.num_clips)  # [K, n]
                 frames = reader.read(indices.reshape(-1))
         except VideoReadError as error:
             _bad_input_log.warn(error.path, error.reason, "evaluated as invalid")
@@ -186,84 +194,95 @@ def _flip_label_map(flip_pairs: Sequence[Sequence[int]], num_classes: int) -> di
     mapping: dict[int, int] = {}
     for pair in flip_pairs or ():
         if len(pair) != 2:
-            raise ValueError(f"data.flip_pairs entries must be [a, b] pairs, got {list(pair)!r}")
+            raise ValueError(f"flip pairs must be [a, b] pairs, got {list(pair)!r}")
         a, b = int(pair[0]), int(pair[1])
         for label in (a, b):
             if not 0 <= label < num_classes:
-                raise ValueError(f"data.flip_pairs label {label} is outside [0, {num_classes})")
-            if label in mapping:
-                raise ValueError(f"data.flip_pairs lists label {label} twice")
+                raise DataError(f"data.flip_pairs: label {label} is outside [0, {num_classes}) "
+                                f"(data.num_classes={num_classes})")
+            if label in mapping or (a == b):
+                raise DataError(f"data.flip_pairs: label {label} is listed twice")
         mapping[a], mapping[b] = b, a
     return mapping
 
 
-class _DataConfig:
-    """Attribute access to ``cfg.data`` with the schema's defaults for keys the config leaves out."""
+def _check_section(data_cfg: Any) -> None:
+    """``data_cfg`` must be a validated ``data`` section (every schema key present, values converted)."""
+    from ..config.schema import SCHEMA
 
-    def __init__(self, data_cfg: Any):
-        from side4video.config.schema import SCHEMA
+    if not isinstance(data_cfg, Mapping):
+        raise TypeError(f"build_dataset needs the validated data section (cfg.data), got {type(data_cfg).__name__}")
+    missing = [key for key in SCHEMA["data"] if key not in data_cfg]
+    if missing:
+        raise TypeError(f"build_dataset needs a validated data section (load_config(...).data or "
+                        f"side4video.config.config_section('data', {{...}})); missing keys: {', '.join(missing)}")
 
-        self._cfg = data_cfg
-        self._schema = SCHEMA["data"]
 
-    def __getattr__(self, key: str) -> Any:
-        if key.startswith("_"):
-            raise AttributeError(key)
-        if key not in self._schema:
-            raise KeyError(f"data.{key} is not a key of the config schema")
-        missing = object()
-        if isinstance(self._cfg, Mapping):
-            value = self._cfg.get(key, missing)
-        else:
-            value = getattr(self._cfg, key, missing)
-        # an empty mapping is what DotMap returns for a key nobody set
-        if value is missing or (isinstance(value, Mapping) and not value):
-            return self._schema[key].default
-        return value
+def build_sampler(data_cfg: Any, *, dense: bool | None = None) -> FrameSampler:
+    """The FrameSampler of a validated data section (``sampling_protocol`` resolved for ``dataset``);
+    ``dense`` overrides ``data.sampling``."""
+    use_dense = data_cfg.sampling == "dense" if dense is None else bool(dense)
+    if use_dense and data_cfg.seg_length != 1:
+        raise ConfigError(f"dense sampling takes one frame per segment, but data.seg_length is "
+                          f"{data_cfg.seg_length}; use data.seg_length: 1 with dense sampling")
+    protocol = resolve_protocol(data_cfg.sampling_protocol, data_cfg.dataset)
+    if use_dense and protocol != "tsn" and data_cfg.dense_range < data_cfg.num_segments:
+        raise ConfigError(f"data.dense_range ({data_cfg.dense_range}) is smaller than data.num_segments "
+                          f"({data_cfg.num_segments}): the dense stride dense_range // num_segments would be 0")
+    return FrameSampler(num_segments=data_cfg.num_segments, seg_length=data_cfg.seg_length, dense=use_dense,
+                        sampling_rate=data_cfg.sampling_rate, random_shift=data_cfg.random_shift,
+                        protocol=protocol, dense_range=data_cfg.dense_range)
 
 
 def build_dataset(data_cfg: Any, split: str, *, test_crops: int | None = None, test_clips: int | None = None,
-                  dense: bool | None = None, seed: int = 0) -> VideoDataset:
-    """The dataset of ``split`` ('train', 'val' or 'test') described by ``cfg.data``.
+                  dense: bool | None = None, seed: int = 0, records: Sequence[VideoRecord] | None = None,
+                  root: str | None = None, sampler=None) -> VideoDataset:
+    """The dataset of ``split`` ('train', 'val' or 'test') described by the validated section ``cfg.data``.
 
-    'val' is one centre crop of one clip (validation during training); 'test' has
-    ``test_crops x test_clips`` views. ``test_crops``/``test_clips``/``dense`` override the config
-    (``dense=True`` means ``sampling: dense``). Raises FileNotFoundError / ValueError, naming the file
-    and line, for missing or malformed inputs.
+    ``data_cfg`` is ``load_config(...).data`` or ``side4video.config.config_section('data', {...})``: every key
+    present and already checked, so nothing is defaulted or re-validated here. 'val' is one centre crop of the
+    validation clip; 'test' has ``test_crops x test_clips`` views. ``test_crops``/``test_clips``/``dense``
+    override the config (``dense=True`` means ``sampling: dense``). ``records`` and ``root`` replace the split's
+    annotation list and root (tools pass the videos they found; nothing is written or edited); ``sampler``
+    replaces the config's frame sampler (a clip assembler's, e.g. whole videos for full-video clustering).
+    Automatic keys: ``sampling_protocol: auto``,
+    ``scale_size``, ``grayscale`` and ``flip_pairs`` left at None follow the reference's rule for the dataset.
+
+    Raises InputNotFoundError for a missing list, root or label file; DataError, naming the file and line,
+    for malformed lists, labels outside the classes, a label file that disagrees with ``data.num_classes`` or
+    unusable flip pairs; ConfigError for an unset list or a dense override that the config cannot express.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    cfg = _DataConfig(data_cfg)
-    if cfg.rand_erase:
-        raise NotImplementedError("data.rand_erase=True is not supported (random erasing is not implemented); "
-                                  "set data.rand_erase: False")
-    if cfg.modality != "RGB":
-        raise ValueError(f"data.modality must be 'RGB', got {cfg.modality!r}")
+    _check_section(data_cfg)
+    cfg = data_cfg
 
     prefix = "train" if split == "train" else "val"
-    list_file, root = getattr(cfg, f"{prefix}_list"), getattr(cfg, f"{prefix}_root")
-    if not list_file:
-        raise ValueError(f"data.{prefix}_list is not set")
+    list_file = cfg[f"{prefix}_list"]
+    root = cfg[f"{prefix}_root"] if root is None else root
+    if not list_file and records is None:
+        raise ConfigError(f"data.{prefix}_list is not set (needed for the {split} split)")
     if root and not os.path.isdir(root):
-        raise FileNotFoundError(f"data.{prefix}_root directory not found: {root}")
+        raise InputNotFoundError(f"data.{prefix}_root directory not found: {root}")
 
-    class_names = read_label_names(cfg.label_list) if cfg.label_list else None
-    num_classes = cfg.num_classes if cfg.num_classes is not None else (class_names and len(class_names))
-    if not num_classes:
-        raise ValueError("data.num_classes is required (or give data.label_list)")
-    if class_names is not None and len(class_names) != num_classes:
-        raise ValueError(f"data.label_list {cfg.label_list} names {len(class_names)} classes "
-                         f"but data.num_classes is {num_classes}")
-    class_names = class_names or [str(i) for i in range(num_classes)]
-    records = read_annotation_list(list_file, num_classes=num_classes)
+    num_classes = cfg.num_classes
+    if cfg.label_list:
+        class_names = read_label_names(cfg.label_list)
+        if len(class_names) != num_classes:
+            raise DataError(f"{cfg.label_list}: data.label_list names {len(class_names)} classes "
+                            f"but data.num_classes is {num_classes}")
+    else:
+        class_names = [str(i) for i in range(num_classes)]
+    if records is None:
+        records = read_annotation_list(list_file, num_classes=num_classes)
 
-    if cfg.sampling not in ("segment", "dense"):
-        raise ValueError(f"data.sampling must be 'segment' or 'dense', got {cfg.sampling!r}")
-    use_dense = cfg.sampling == "dense" if dense is None else bool(dense)
-    if use_dense and cfg.seg_length != 1:
-        raise ValueError("data.seg_length applies to segment sampling only; use seg_length 1 with dense sampling")
-    sampler = FrameSampler(num_segments=cfg.num_segments, seg_length=cfg.seg_length, dense=use_dense,
-                           sampling_rate=cfg.sampling_rate, random_shift=cfg.random_shift)
+    flip_pairs = resolve_flip_pairs(cfg.flip_pairs, cfg.dataset)
+    if cfg.flip_pairs is None and flip_pairs and max(max(pair) for pair in flip_pairs) >= num_classes:
+        raise DataError(f"data.flip_pairs defaults to the reference's Something-Something pairs {flip_pairs} for "
+                        f"data.dataset '{cfg.dataset}', but data.num_classes is {num_classes}; set "
+                        f"data.flip_pairs explicitly ([] for none)")
+    if sampler is None:
+        sampler = build_sampler(cfg, dense=dense)
 
     input_size = cfg.input_size
     scale = resolve_scale_size(cfg.scale_size, input_size, cfg.dataset)
@@ -275,13 +294,13 @@ def build_dataset(data_cfg: Any, split: str, *, test_crops: int | None = None, t
             rand_augment = ClipRandAugment(cfg.rand_aug_policy, translate, cfg.mean)
         transform: TrainAugmentation | EvalViews = TrainAugmentation(
             input_size, scale, crop=cfg.train_crop, crop_area=cfg.crop_area, crop_ratio=cfg.crop_ratio,
-            flip=cfg.flip, grayscale=cfg.grayscale, rand_augment=rand_augment)
+            flip=cfg.flip, grayscale=resolve_grayscale(cfg.grayscale, cfg.dataset), rand_augment=rand_augment)
     elif split == "val":
         transform = EvalViews(input_size, scale, num_crops=1)
     else:
-        transform = EvalViews(input_size, scale, num_crops=test_crops or cfg.test_crops)
+        transform = EvalViews(input_size, scale, num_crops=test_crops or cfg.test_crops, three_crop=cfg.three_crop)
         num_clips = test_clips or cfg.test_clips
 
     return VideoDataset(records, root, split=split, sampler=sampler, transform=transform, class_names=class_names,
                         image_tmpl=cfg.image_tmpl, video_backend=cfg.video_backend, num_sample=cfg.num_sample,
-                        num_clips=num_clips, flip_pairs=cfg.flip_pairs, max_retries=cfg.max_retries, seed=seed)
+                        num_clips=num_clips, flip_pairs=flip_pairs, max_retries=cfg.max_retries, seed=seed)

@@ -8,13 +8,22 @@ Accepted list lines, one video per line, fields separated by whitespace:
 
 A path is a video file when its extension is in ``VIDEO_EXTENSIONS``. Fields are split from the
 right, so paths that contain spaces still parse. Blank lines are ignored. One list holds one kind:
-mixing frame folders and video files is an error.
+mixing frame folders and video files is an error. A video listed twice is kept twice (as the reference
+does), with one warning per list naming the lines.
+
+Errors: a missing file raises ``InputNotFoundError``; a malformed line, a label outside the classes, a
+mixed or empty list raise ``DataError``; each message is one line starting with ``file:line``.
 """
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from dataclasses import dataclass
+
+from ..errors import DataError, InputNotFoundError
+
+logger = logging.getLogger("side4video")
 
 VIDEO_EXTENSIONS = frozenset({
     ".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpeg", ".mpg", ".flv", ".wmv",
@@ -49,18 +58,18 @@ def _parse_int(text: str) -> int | None:
 
 
 def parse_list_line(text: str, *, source: str = "<list>", line: int = 0) -> VideoRecord:
-    """Parse one non-blank annotation line; raise ValueError naming ``source:line`` if malformed."""
+    """Parse one non-blank annotation line; raise DataError naming ``source:line`` if malformed."""
     where = f"{source}:{line}"
     expected = "expected '<frame_dir> <num_frames> <label>', '<video> <label>' or '<video> <num_frames> <label>'"
     head_and_label = text.rsplit(maxsplit=1)
     if len(head_and_label) != 2:
-        raise ValueError(f"{where}: {expected}, got {text!r}")
+        raise DataError(f"{where}: {expected}, got {text!r}")
     head, label_text = head_and_label
     label = _parse_int(label_text)
     if label is None:
-        raise ValueError(f"{where}: label {label_text!r} is not an integer ({expected})")
+        raise DataError(f"{where}: label {label_text!r} is not an integer ({expected})")
     if label < 0:
-        raise ValueError(f"{where}: negative label {label}")
+        raise DataError(f"{where}: negative label {label}")
 
     # The field before the label is a frame count only if it is an integer and a path precedes it.
     path, num_frames = head, None
@@ -70,23 +79,23 @@ def parse_list_line(text: str, *, source: str = "<list>", line: int = 0) -> Vide
 
     video = is_video_file(path)
     if not video and num_frames is None:
-        raise ValueError(
+        raise DataError(
             f"{where}: frame-folder entry needs an integer frame count: '<frame_dir> <num_frames> <label>', "
             f"got {text!r} (video files are recognised by extension: {', '.join(sorted(VIDEO_EXTENSIONS))})")
     if num_frames is not None and num_frames < 0:
-        raise ValueError(f"{where}: negative frame count {num_frames}")
+        raise DataError(f"{where}: negative frame count {num_frames}")
     return VideoRecord(path=path, num_frames=num_frames, label=label, is_video=video, line=line)
 
 
 def read_annotation_list(list_file: str, *, num_classes: int | None = None) -> list[VideoRecord]:
     """Read a TSN-style annotation list.
 
-    Raises FileNotFoundError for a missing file and ValueError (message ``file:line: ...``) for a
+    Raises InputNotFoundError for a missing file and DataError (message ``file:line: ...``) for a
     malformed line, a label outside ``[0, num_classes)``, a list that mixes frame folders and video
-    files, or a list without entries.
+    files, or a list without entries. Duplicate paths are kept and logged (:func:`warn_duplicates`).
     """
     if not os.path.isfile(list_file):
-        raise FileNotFoundError(f"annotation list not found: {list_file}")
+        raise InputNotFoundError(f"annotation list not found: {list_file}")
     records: list[VideoRecord] = []
     with open(list_file, encoding="utf-8") as handle:
         for line_number, text in enumerate(handle, start=1):
@@ -94,17 +103,41 @@ def read_annotation_list(list_file: str, *, num_classes: int | None = None) -> l
                 continue
             record = parse_list_line(text.strip(), source=list_file, line=line_number)
             if num_classes is not None and record.label >= num_classes:
-                raise ValueError(f"{list_file}:{line_number}: label {record.label} is outside "
+                raise DataError(f"{list_file}:{line_number}: label {record.label} is outside "
                                  f"[0, {num_classes}) (num_classes={num_classes})")
             if records and record.is_video != records[0].is_video:
                 kinds = {True: "a video file", False: "a frame folder"}
-                raise ValueError(
+                raise DataError(
                     f"{list_file}:{line_number}: entry is {kinds[record.is_video]} but line {records[0].line} "
                     f"is {kinds[records[0].is_video]}; a list must hold only one kind")
             records.append(record)
     if not records:
-        raise ValueError(f"{list_file}:1: annotation list has no entries")
+        raise DataError(f"{list_file}:1: annotation list has no entries")
+    warn_duplicates(records, list_file)
     return records
+
+
+def find_duplicates(records: list[VideoRecord]) -> dict[str, list[int]]:
+    """``{path: [line, line, ...]}`` for every path listed more than once, in order of first appearance."""
+    lines: dict[str, list[int]] = {}
+    for record in records:
+        lines.setdefault(record.path, []).append(record.line)
+    return {path: numbers for path, numbers in lines.items() if len(numbers) > 1}
+
+
+def warn_duplicates(records: list[VideoRecord], source: str) -> int:
+    """Log one warning (logger ``side4video``) if some video is listed more than once; returns the number of
+    extra copies. Duplicates are not an error: each copy stays an entry (sampled, evaluated) of its own."""
+    duplicates = find_duplicates(records)
+    if not duplicates:
+        return 0
+    extra = sum(len(numbers) - 1 for numbers in duplicates.values())
+    path, numbers = next(iter(duplicates.items()))
+    shown = ", ".join(str(n) for n in numbers[:5]) + (", ..." if len(numbers) > 5 else "")
+    logger.warning("%s: %d duplicate entr%s (%d video%s listed more than once; each copy is kept), first: %r on "
+                   "lines %s", source, extra, "y" if extra == 1 else "ies", len(duplicates),
+                   "" if len(duplicates) == 1 else "s", path, shown)
+    return extra
 
 
 def format_record(record: VideoRecord) -> str:
@@ -120,7 +153,7 @@ def read_label_names(csv_file: str) -> list[str]:
     Ids must be exactly 0..N-1; a name may itself contain commas.
     """
     if not os.path.isfile(csv_file):
-        raise FileNotFoundError(f"label list not found: {csv_file}")
+        raise InputNotFoundError(f"label list not found: {csv_file}")
     names: dict[int, str] = {}
     with open(csv_file, encoding="utf-8", newline="") as handle:
         for line_number, row in enumerate(csv.reader(handle), start=1):
@@ -130,15 +163,15 @@ def read_label_names(csv_file: str) -> list[str]:
             if class_id is None:
                 if line_number == 1 and not names:
                     continue  # header, e.g. "id,name"
-                raise ValueError(f"{csv_file}:{line_number}: class id {row[0]!r} is not an integer")
+                raise DataError(f"{csv_file}:{line_number}: class id {row[0]!r} is not an integer")
             if len(row) < 2:
-                raise ValueError(f"{csv_file}:{line_number}: expected 'id,name', got {','.join(row)!r}")
+                raise DataError(f"{csv_file}:{line_number}: expected 'id,name', got {','.join(row)!r}")
             if class_id in names:
-                raise ValueError(f"{csv_file}:{line_number}: duplicate class id {class_id}")
+                raise DataError(f"{csv_file}:{line_number}: duplicate class id {class_id}")
             names[class_id] = ",".join(row[1:]).strip()
     if not names:
-        raise ValueError(f"{csv_file}:1: label list has no entries")
+        raise DataError(f"{csv_file}:1: label list has no entries")
     if sorted(names) != list(range(len(names))):
         missing = sorted(set(range(max(names) + 1)) - set(names))
-        raise ValueError(f"{csv_file}: class ids must be 0..{len(names) - 1} without gaps; missing {missing[:10]}")
+        raise DataError(f"{csv_file}: class ids must be 0..{len(names) - 1} without gaps; missing {missing[:10]}")
     return [names[i] for i in range(len(names))]

@@ -1,4 +1,5 @@
-"""Index samplers for (distributed) training and evaluation, collate functions and ``build_loader``."""
+"""Index samplers for (distributed) training and evaluation, collate functions, ``build_loader`` and
+``loader_options`` (the loader settings of ``cfg.data``)."""
 from __future__ import annotations
 
 from typing import Any, Callable, Iterator, Sequence
@@ -133,3 +134,19 @@ def build_loader(dataset: Dataset, batch_size: int, *, sampler: Sampler | None =
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       collate_fn=collate_fn, pin_memory=pin_memory and torch.cuda.is_available(),
                       drop_last=drop_last, generator=torch.Generator().manual_seed(0), **worker_options)
+
+
+def loader_options(data_cfg: Any, *, device_type: str = "cpu", persistent_workers: bool = True) -> dict[str, Any]:
+    """``build_loader`` keyword arguments from a validated data section: ``num_workers`` (``data.workers``),
+    ``pin_memory`` (``data.pin_memory``, on CUDA devices only), ``prefetch_factor`` (``data.prefetch_factor``,
+    only with workers: batches each worker prepares ahead) and ``persistent_workers`` (only with workers)::
+
+        build_loader(train_set, cfg.data.batch_size, sampler=sampler, drop_last=True,
+                     **loader_options(cfg.data, device_type=device.type))
+    """
+    workers = int(data_cfg.workers)
+    options: dict[str, Any] = dict(num_workers=workers, pin_memory=bool(data_cfg.pin_memory) and device_type == "cuda",
+                                   persistent_workers=persistent_workers and workers > 0)
+    if workers > 0:
+        options["prefetch_factor"] = int(data_cfg.prefetch_factor)
+    return options

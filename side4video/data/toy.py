@@ -321,8 +321,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=80)
     parser.add_argument("--formats", default="frames,videos", help="comma-separated subset of frames,videos")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: CPU count, at most 8)")
+    parser.add_argument("--no_backbone", action="store_true",
+                        help="do not write the tiny random backbone the toy configs use (tiny_clip.safetensors)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
+    if not args.no_backbone:
+        from ..tools.make_tiny_backbone import TINY_CLIP_CONFIG, make_tiny_backbone
+        weights = make_tiny_backbone(TINY_CLIP_CONFIG, os.path.join(args.out, "tiny_clip.safetensors"))
+        print(f"tiny frozen backbone (random weights, for the toy configs): {weights}")
     info = generate_toy_dataset(args.out, seed=args.seed, train_per_class=args.train_per_class,
                                 val_per_class=args.val_per_class, frames=args.frames, height=args.height,
                                 width=args.width, formats=[f.strip() for f in args.formats.split(",") if f.strip()],

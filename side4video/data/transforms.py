@@ -17,6 +17,8 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
+from .sampling import is_something_something
+
 # short side (int) or fixed (height, width)
 ScaleSize = int | tuple[int, int]
 # (top, left, height, width) in pixels
@@ -24,31 +26,58 @@ Box = tuple[int, int, int, int]
 
 MULTISCALE_SCALES = (1.0, 0.875, 0.75, 0.66)
 TEST_CROP_CHOICES = (1, 3, 5, 10)
+THREE_CROP_MODES = ("reference", "full_height")
+# the reference's Something-Something left/right classes, swapped when a training clip is flipped
+SOMETHING_FLIP_PAIRS = ((86, 87), (93, 94), (166, 167))
 
 
 def default_scale_size(input_size: int, dataset: str = "") -> ScaleSize:
-    """The reference's resize before cropping: (256, 320) for Something-Something, else short side 256
-    (both for a 224 input, scaled proportionally for other input sizes)."""
-    name = dataset.lower()
-    if "something" in name or "sth" in name:
+    """The scale rule: the resize before cropping, when ``data.scale_size`` is not given.
+
+    (256, 320) [height, width] for Something-Something (``is_something_something``), else short side 256,
+    both for a 224 input (the reference's rule) and scaled proportionally for other input sizes:
+    ``round(256 * S / 224)`` (and ``round(320 * S / 224)``). The reference itself uses ``input_size`` as the
+    short side for a non-224 input on other datasets, and (256, 320) at every input size for Something-Something.
+    """
+    if is_something_something(dataset):
         return (round(256 * input_size / 224), round(320 * input_size / 224))
     return round(input_size * 256 / 224)
 
 
+def default_grayscale(dataset: str = "") -> float:
+    """The reference's grayscale probability (``GroupRandomGrayscale`` in get_augmentation): 0 for
+    Something-Something, 0.2 otherwise."""
+    return 0.0 if is_something_something(dataset) else 0.2
+
+
+def default_flip_pairs(dataset: str = "") -> list[list[int]]:
+    """The reference's label swap under horizontal flips (``GroupRandomHorizontalFlip_sth``): the
+    Something-Something pairs 86<->87, 93<->94, 166<->167 for an SS dataset, none otherwise."""
+    return [list(pair) for pair in SOMETHING_FLIP_PAIRS] if is_something_something(dataset) else []
+
+
+def resolve_grayscale(grayscale: float | None, dataset: str = "") -> float:
+    """``data.grayscale``: None means the reference's default for the dataset; a number is used as given."""
+    return default_grayscale(dataset) if grayscale is None else float(grayscale)
+
+
+def resolve_flip_pairs(flip_pairs: Sequence[Sequence[int]] | None, dataset: str = "") -> list[list[int]]:
+    """``data.flip_pairs``: None means the reference's default for the dataset; a list (also []) is used as given."""
+    if flip_pairs is None:
+        return default_flip_pairs(dataset)
+    return [[int(a) for a in pair] for pair in flip_pairs]
+
+
 def resolve_scale_size(scale_size: int | Sequence[int] | None, input_size: int, dataset: str = "") -> ScaleSize:
-    """Normalise ``data.scale_size`` (None, an int, or [H, W]) and check it can hold the crop."""
+    """``data.scale_size`` (None: the scale rule ``default_scale_size``, an int short side, or [H, W]) as a
+    ScaleSize. Whether it holds the crop is the config's check (``load_config``)."""
     if scale_size is None:
-        scale = default_scale_size(input_size, dataset)
-    elif isinstance(scale_size, (int, np.integer)):
-        scale = int(scale_size)
-    elif len(scale_size) == 2:
-        scale = (int(scale_size[0]), int(scale_size[1]))
-    else:
-        raise ValueError(f"data.scale_size must be an int or [height, width], got {scale_size!r}")
-    smallest = scale if isinstance(scale, int) else min(scale)
-    if smallest < input_size:
-        raise ValueError(f"data.scale_size {scale_size!r} is smaller than data.input_size {input_size}")
-    return scale
+        return default_scale_size(input_size, dataset)
+    if isinstance(scale_size, (int, np.integer)):
+        return int(scale_size)
+    if len(scale_size) == 2:
+        return (int(scale_size[0]), int(scale_size[1]))
+    raise ValueError(f"scale size must be an int or [height, width], got {scale_size!r}")
 
 
 def scaled_shape(height: int, width: int, scale: ScaleSize) -> tuple[int, int]:
@@ -207,25 +236,53 @@ class TrainAugmentation:
         return frames, flipped
 
 
-def eval_crop_geometry(height: int, width: int, input_size: int, scale: ScaleSize,
-                       num_crops: int) -> tuple[tuple[int, int], list[tuple[int, int, bool]]]:
+def torchvision_center_offsets(height: int, width: int, size: int) -> tuple[int, int]:
+    """``(top, left)`` of torchvision's CenterCrop: ``int(round((H - S) / 2.0))`` (Python's round: half to even)."""
+    return int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+
+
+def fixed_offsets(height: int, width: int, size: int) -> list[tuple[int, int]]:
+    """``(top, left)`` of the reference's 5 fixed crops (``fill_fix_offset(False, ...)``), with
+    ``w = (W - S) // 4``, ``h = (H - S) // 4``: top-left (0, 0), top-right (0, 4w), bottom-left (4h, 0),
+    bottom-right (4h, 4w), centre (2h, 2w). Not ``W - S`` nor ``(W - S) // 2`` unless W - S divides by 4."""
+    w, h = (width - size) // 4, (height - size) // 4
+    return [(0, 0), (0, 4 * w), (4 * h, 0), (4 * h, 4 * w), (2 * h, 2 * w)]
+
+
+def full_res_offsets(height: int, width: int, size: int) -> list[tuple[int, int]]:
+    """``(top, left)`` of the reference's 3 crops (``GroupFullResSample``), with ``w = (W - S) // 4``,
+    ``h = (H - S) // 4``: left (2h, 0), right (2h, 4w), centre (2h, 2w), in that order, for every
+    orientation (portrait frames get the same formula)."""
+    w, h = (width - size) // 4, (height - size) // 4
+    return [(2 * h, 0), (2 * h, 4 * w), (2 * h, 2 * w)]
+
+
+def eval_crop_geometry(height: int, width: int, input_size: int, scale: ScaleSize, num_crops: int,
+                       three_crop: str = "reference") -> tuple[tuple[int, int], list[tuple[int, int, bool]]]:
     """Where the test views of an ``height x width`` frame are cut, as ``(scaled (h, w), [(top, left, flipped)])``.
 
-    Every view is an ``S x S`` square, S = input_size, cut from the frame resized to the scaled shape:
+    Every view is an ``S x S`` square, S = input_size, cut from the frame resized to the scaled shape
+    (the reference's test_vision.py views, GroupScale then the crops of datasets/transforms.py):
 
-    * 1 crop:  resize by the scale rule (``data.scale_size``), centre crop:
-      ``top = (h - S) // 2``, ``left = (w - S) // 2``.
-    * 3 crops: resize the short side to S (aspect kept, long side truncated), crops at the start, middle
-      ``(long - S) // 2`` and end ``long - S`` of the long side: left/centre/right for landscape frames,
-      top/centre/bottom for portrait ones (TSM "full-res" at the network's input size; no flips).
-    * 5 crops: resize by the scale rule, then top-left ``(0, 0)``, top-right ``(0, w - S)``, bottom-left
-      ``(h - S, 0)``, bottom-right ``(h - S, w - S)`` and centre, in that order.
-    * 10 crops: those 5, then the same 5 mirrored horizontally.
+    * 1 crop: resize by the scale rule, torchvision centre crop ``top = int(round((h - S) / 2.0))``,
+      ``left = int(round((w - S) / 2.0))``.
+    * 3 crops, ``three_crop='reference'``: resize by the scale rule; with ``w4 = (w - S) // 4`` and
+      ``h4 = (h - S) // 4`` the crops (top, left) are (2 h4, 0), (2 h4, 4 w4), (2 h4, 2 w4): left, right, centre
+      (``GroupFullResSample``, no flips), landscape or portrait alike.
+    * 3 crops, ``three_crop='full_height'``: resize the short side to S (aspect kept, long side truncated),
+      crops at the start, middle ``(long - S) // 2`` and end ``long - S`` of the long side: left/centre/right for
+      landscape frames, top/centre/bottom for portrait ones (TSM "full-res"; no flips).
+    * 5 crops: resize by the scale rule, then (0, 0), (0, 4 w4), (4 h4, 0), (4 h4, 4 w4), (2 h4, 2 w4):
+      top-left, top-right, bottom-left, bottom-right, centre (``GroupOverSample``, ``fill_fix_offset(False)``).
+    * 10 crops: those 5, then the same 5 mirrored horizontally (the reference interleaves each crop with its
+      mirror; the order does not change averaged scores).
     """
     if num_crops not in TEST_CROP_CHOICES:
         raise ValueError(f"test_crops must be one of {TEST_CROP_CHOICES}, got {num_crops}")
+    if three_crop not in THREE_CROP_MODES:
+        raise ValueError(f"three_crop must be one of {THREE_CROP_MODES}, got {three_crop!r}")
     size = input_size
-    if num_crops == 3:
+    if num_crops == 3 and three_crop == "full_height":
         h, w = scaled_shape(height, width, size)
         if w >= h:
             positions = [(0, left) for left in (0, (w - size) // 2, w - size)]
@@ -235,10 +292,11 @@ def eval_crop_geometry(height: int, width: int, input_size: int, scale: ScaleSiz
     h, w = scaled_shape(height, width, scale)
     if min(h, w) < size:
         raise ValueError(f"scaled frame {h}x{w} is smaller than the {size}x{size} crop")
-    centre = center_box(h, w, size)[:2]
     if num_crops == 1:
-        return (h, w), [(*centre, False)]
-    corners = [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size), centre]
+        return (h, w), [(*torchvision_center_offsets(h, w, size), False)]
+    if num_crops == 3:
+        return (h, w), [(top, left, False) for top, left in full_res_offsets(h, w, size)]
+    corners = fixed_offsets(h, w, size)
     views = [(top, left, False) for top, left in corners]
     if num_crops == 10:
         views += [(top, left, True) for top, left in corners]
@@ -248,17 +306,20 @@ def eval_crop_geometry(height: int, width: int, input_size: int, scale: ScaleSiz
 class EvalViews:
     """The deterministic spatial views of a clip for validation/testing (see ``eval_crop_geometry``)."""
 
-    def __init__(self, input_size: int, scale: ScaleSize, num_crops: int = 1):
+    def __init__(self, input_size: int, scale: ScaleSize, num_crops: int = 1, three_crop: str = "reference"):
         if num_crops not in TEST_CROP_CHOICES:
             raise ValueError(f"test_crops must be one of {TEST_CROP_CHOICES}, got {num_crops}")
+        if three_crop not in THREE_CROP_MODES:
+            raise ValueError(f"three_crop must be one of {THREE_CROP_MODES}, got {three_crop!r}")
         self.input_size = input_size
         self.scale = scale
         self.num_crops = num_crops
+        self.three_crop = three_crop
 
     def __call__(self, frames: torch.Tensor) -> tuple[torch.Tensor, list[bool]]:
         """``frames [N, 3, H, W]`` -> ``(views [num_crops, N, 3, S, S], flipped per view)``."""
         shape, geometry = eval_crop_geometry(frames.shape[-2], frames.shape[-1], self.input_size,
-                                             self.scale, self.num_crops)
+                                             self.scale, self.num_crops, self.three_crop)
         frames = resize_clip(frames, shape)
         size = self.input_size
         views = []

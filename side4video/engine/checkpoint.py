@@ -15,6 +15,8 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 import torch
 
+from ..errors import CheckpointError, InputNotFoundError
+
 FORMAT = "side4video-checkpoint-v1"
 
 
@@ -29,6 +31,31 @@ def _deepspeed_safe_globals() -> list:
     except ImportError:  # pragma: no cover - deepspeed is a dependency
         return []
     return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that an atomic write killed midway leaves behind (``.NAME.tmpPID``) whose
+    writing process is gone; returns what was removed."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for candidate in folder.glob(".*.tmp*"):
+        pid = candidate.name.rsplit(".tmp", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
@@ -59,25 +86,60 @@ def atomic_copy(source: str | Path, target: str | Path) -> None:
         atomic_write(target, lambda out: shutil.copyfileobj(handle, out))
 
 
+def _load_failure(path: Path, exc: Exception) -> CheckpointError:
+    """A one-line reason why ``torch.load`` could not read ``path`` (never torch's advice to unpickle unsafely)."""
+    text = str(exc)
+    if "Weights only load failed" in text or "weights_only" in text:
+        import re
+        names = re.findall(r"GLOBAL ([\w.]+)", text) or re.findall(r"Unsupported global: ([\w.]+)", text)
+        what = f" ({names[0]})" if names else ""
+        return CheckpointError(f"cannot read checkpoint {path}: it contains Python objects{what} that cannot be "
+                               "loaded safely; only plain tensors, numbers and containers are read")
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    if "zip archive" in first or "central directory" in first or "invalid load key" in first or \
+            isinstance(exc, (EOFError, RuntimeError)):
+        return CheckpointError(f"cannot read checkpoint {path}: the file is truncated or not a PyTorch checkpoint "
+                               f"({first[:160]})")
+    return CheckpointError(f"cannot read checkpoint {path}: {first[:200]}")
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint (or a plain state dict) with ``weights_only=True``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise InputNotFoundError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is empty (0 bytes)")
     with torch.serialization.safe_globals(_deepspeed_safe_globals()):
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
+            raise _load_failure(path, exc) from None
+    if not isinstance(loaded, dict):
+        raise CheckpointError(f"{path} holds a {type(loaded).__name__}, not a checkpoint or a state dict")
+    return loaded
+
+
+# Names of trainable weights in earlier versions of this toolkit → today's names.
+_RENAMED_KEYS = ((".temporal_norm.", ".pre_attn.0.norm."), (".temporal.", ".pre_attn.0."))
 
 
 def trainable_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The trainable weights from one of our checkpoints or from a plain state dict."""
+    """The trainable weights from one of our checkpoints or from a plain state dict (older key names renamed)."""
     if "model" in checkpoint and isinstance(checkpoint["model"], dict):
-        return checkpoint["model"]
-    if all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        return checkpoint
-    raise ValueError("not a side4video checkpoint or a state dict of tensors")
+        state = checkpoint["model"]
+    elif checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        state = checkpoint
+    else:
+        raise CheckpointError("not a side4video checkpoint, an official Side4Video checkpoint or a state dict of "
+                              "tensors")
+    renamed = {}
+    for key, value in state.items():
+        if key.startswith("blocks."):
+            for old, new in _RENAMED_KEYS:
+                key = key.replace(old, new)
+        renamed[key] = value
+    return renamed
 
 
 def check_backbone_identity(checkpoint: dict[str, Any], identity: dict[str, Any], source: str | Path) -> None:
@@ -86,8 +148,8 @@ def check_backbone_identity(checkpoint: dict[str, Any], identity: dict[str, Any]
     if not saved:
         return
     if saved.get("arch") != identity.get("arch"):
-        raise ValueError(f"{source} was trained on backbone {saved.get('arch')!r}, "
-                         f"but the config builds {identity.get('arch')!r}")
+        raise CheckpointError(f"{source} was trained on backbone {saved.get('arch')!r}, "
+                              f"but the config builds {identity.get('arch')!r} (network.arch)")
     if saved.get("sha256") != identity.get("sha256"):
         warnings.warn(f"{source} was trained with backbone weights {saved.get('weights')} "
                       f"(sha256 {str(saved.get('sha256'))[:12]}…), now using {identity.get('weights')} "

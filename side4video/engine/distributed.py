@@ -29,9 +29,16 @@ def free_port() -> int:
 
 
 def prepare_accelerator_env() -> None:
-    """Tell DeepSpeed to use its CPU accelerator on machines without CUDA (instead of guessing with a warning)."""
+    """Tell DeepSpeed to use its CPU accelerator on machines without CUDA (instead of guessing with a warning),
+    keep its compiled helpers in this environment's own cache (another checkout's cache would make it rebuild
+    them on every command), and silence the build chatter that is not ours to report."""
+    import logging
+    import sys
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
+    # "No CUDA runtime is found ..." on every CPU command, from torch.utils.cpp_extension when DeepSpeed imports it
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
 def setup_distributed() -> DistInfo:
@@ -51,7 +58,11 @@ def setup_distributed() -> DistInfo:
     else:
         device, backend = torch.device("cpu"), "gloo"
     if not dist.is_initialized():
-        deepspeed.init_distributed(dist_backend=backend)
+        import contextlib
+        import io
+        # DeepSpeed prints "DeepSpeed ... shm_comm_op built successfully" on every CPU command
+        with contextlib.redirect_stdout(io.StringIO()):
+            deepspeed.init_distributed(dist_backend=backend)
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device)
 
 

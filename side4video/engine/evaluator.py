@@ -39,17 +39,17 @@ def autocast_context(device: torch.device, precision: str):
 
 @torch.no_grad()
 def forward_views(backbone: FrozenEncoder, model: nn.Module, frames: torch.Tensor, *,
-                  max_views_per_forward: int = 64) -> torch.Tensor:
+                  max_views_per_forward: int = 64, assembler=None, mask: torch.Tensor | None = None) -> torch.Tensor:
     """``frames`` ``[B, V, T, 3, H, W]`` (normalised) → logits ``[B, V, C]``, at most ``max_views_per_forward``
     clips through the networks at once so that 3 crops × 10 clips never exhaust memory."""
+    from ..models.assembly import run_model
     b, v = frames.shape[:2]
     clips = frames.flatten(0, 1)
-    outputs = []
-    for start in range(0, clips.shape[0], max(1, max_views_per_forward)):
-        chunk = clips[start:start + max_views_per_forward]
-        taps = backbone.tap(chunk, layers=model.backbone_layers, embedding=model.needs_embedding)
-        outputs.append(model(chunk, taps.tokens, taps.embedding).float())
-    return torch.cat(outputs).reshape(b, v, -1)
+    if mask is not None and mask.dim() == 2:     # one mask per video, shared by its views
+        mask = mask[:, None].expand(b, v, mask.shape[-1])
+    clip_mask = None if mask is None else mask.flatten(0, 1)
+    logits = run_model(backbone, model, clips, assembler, mask=clip_mask, chunk=max(1, max_views_per_forward))
+    return logits.float().reshape(b, v, -1)
 
 
 @dataclass
@@ -69,7 +69,7 @@ class ScoreSet:
 def collect_scores(backbone: FrozenEncoder, model: nn.Module, loader: Iterable, device: torch.device, *,
                    mean: Sequence[float], std: Sequence[float], average: str = "prob",
                    max_views_per_forward: int = 64, precision: str = "fp32", progress: bool = True,
-                   desc: str = "eval", flip_permutation: torch.Tensor | None = None) -> ScoreSet:
+                   desc: str = "eval", flip_permutation: torch.Tensor | None = None, assembler=None) -> ScoreSet:
     """Score every video of ``loader`` (whose sampler shards the dataset without padding) and gather.
 
     ``flip_permutation`` (``dataset.flip_permutation()``) maps the logits of horizontally flipped views back to
@@ -97,7 +97,11 @@ def collect_scores(backbone: FrozenEncoder, model: nn.Module, loader: Iterable, 
             frames = batch["frames"][valid].to(device, non_blocking=True)
             num_views = frames.shape[1]
             frames = normalize_frames(frames, mean, std)
-            logits = forward_views(backbone, model, frames, max_views_per_forward=max_views_per_forward)
+            mask = batch.get("mask")
+            if mask is not None:
+                mask = mask[valid].to(device, non_blocking=True)
+            logits = forward_views(backbone, model, frames, max_views_per_forward=max_views_per_forward,
+                                   assembler=assembler, mask=mask)
             if flip_permutation is not None and batch["flipped"].any():
                 flipped = batch["flipped"][valid].to(logits.device)
                 logits[flipped] = logits[flipped][:, flip_permutation.to(logits.device)]

@@ -31,16 +31,40 @@ def setup_logging(output_dir: Path | None, is_main: bool, filename: str = "train
     return logger
 
 
-def progress_bar(**kwargs):
-    """A tqdm bar that redraws freely on a terminal and only every 30 s into a log file or CI output."""
+PROGRESS_INTERVAL_S = 60.0
+
+
+def progress_bar(interval: float | None = None, **kwargs):
+    """A tqdm bar that redraws live on a terminal and writes a line only every ``interval`` seconds (default 60)
+    into a log file or CI output. Update its postfix with ``set_postfix(..., refresh=False)``: a refreshing
+    postfix would redraw at every step whatever the interval."""
     from tqdm import tqdm
     interactive = sys.stderr.isatty()
-    return tqdm(dynamic_ncols=True, mininterval=0.1 if interactive else 30.0, **kwargs)
+    every = interval if interval is not None else PROGRESS_INTERVAL_S
+    return tqdm(dynamic_ncols=interactive, mininterval=0.1 if interactive else every,
+                maxinterval=max(every, 10.0), file=sys.stderr, **kwargs)
 
 
 def append_jsonl(path: Path, row: dict[str, Any]) -> None:
     with open(path, "a") as handle:
-        handle.write(json.dumps(_jsonable(row)) + "\n")
+        handle.write(json.dumps(_jsonable(row), allow_nan=False) + "\n")
+
+
+def append_jsonl_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        with open(path, "a") as handle:
+            handle.writelines(json.dumps(_jsonable(row), allow_nan=False) + "\n" for row in rows)
+
+
+def rewrite_jsonl(path: Path, keep) -> None:
+    """Keep only the rows for which ``keep(row)`` is true (a resumed run drops what it will replay)."""
+    rows = [row for row in read_jsonl(path) if keep(row)]
+    Path(path).write_text("".join(json.dumps(row, allow_nan=False) + "\n" for row in rows))
+
+
+def dump_json(value: Any) -> str:
+    """Strict JSON (NaN/inf become null: files stay valid JSON)."""
+    return json.dumps(_jsonable(value), indent=2, allow_nan=False)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -7,6 +7,8 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 NO_DECAY_NAMES = ("pos_embed", "frame_pos", "positional_embedding", "cls_token")
 
 
@@ -15,18 +17,33 @@ def _wants_no_decay(name: str, param: nn.Parameter) -> bool:
     return param.ndim <= 1 or any(token in name for token in NO_DECAY_NAMES)
 
 
+# ``solver.lr_mult`` aliases: names people use for parts of the model → parameter-name prefixes.
+ALIASES = {"head": ("fc", "head_norm")}
+
+
+def _expand_aliases(lr_mult: Mapping[str, float], names: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, mult in lr_mult.items():
+        targets = ALIASES.get(key) if not any(n == key or n.startswith(key + ".") for n in names) else None
+        for target in targets or (key,):
+            out[target] = mult
+    return out
+
+
 def param_groups(model: nn.Module, weight_decay: float, *, decay_all: bool = False,
-                 lr_mult: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+                 lr_mult: Mapping[str, float] | None = None, prefix: str = "") -> list[dict[str, Any]]:
     """Trainable parameters split by (lr multiplier, decay or not).
 
-    ``lr_mult`` maps a parameter-name prefix (e.g. ``fc`` or ``blocks.0``) to a multiplier of the base lr;
-    the longest matching prefix wins. ``decay_all`` reproduces the reference, which decays everything.
+    ``lr_mult`` maps a parameter-name prefix (e.g. ``fc`` or ``blocks.0``; ``head`` means the classifier) to a
+    multiplier of the base lr; the longest matching prefix wins. ``decay_all`` reproduces the reference, which
+    decays everything. ``prefix`` is stripped from parameter names before matching (the trainer wraps the model
+    as ``model.``; plugin parts are ``parts.<plugin>.``).
     """
-    lr_mult = dict(lr_mult or {})
+    named = [(name[len(prefix):] if prefix and name.startswith(prefix) else name, param)
+             for name, param in model.named_parameters() if param.requires_grad]
+    lr_mult = _expand_aliases(dict(lr_mult or {}), [name for name, _ in named])
     groups: dict[tuple[float, bool], dict[str, Any]] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
+    for name, param in named:
         prefixes = [p for p in lr_mult if name == p or name.startswith(p + ".")]
         mult = float(lr_mult[max(prefixes, key=len)]) if prefixes else 1.0
         decay = decay_all or not _wants_no_decay(name, param)
@@ -36,19 +53,27 @@ def param_groups(model: nn.Module, weight_decay: float, *, decay_all: bool = Fal
         group["names"].append(name)
     unused = [p for p in lr_mult if not any(n == p or n.startswith(p + ".") for g in groups.values() for n in g["names"])]
     if unused:
-        raise ValueError(f"solver.lr_mult: no trainable parameter starts with {unused}")
+        tops = sorted({n.split(".")[0] for g in groups.values() for n in g["names"]})
+        raise ConfigError(f"solver.lr_mult: no trainable parameter starts with {unused}; the model's parts are "
+                          f"{', '.join(tops)} (and 'head' for the classifier)")
     return [groups[key] for key in sorted(groups)]
 
 
-def build_optimizer(model: nn.Module, solver) -> torch.optim.Optimizer:
-    groups = param_groups(model, solver.weight_decay, decay_all=solver.weight_decay_all, lr_mult=solver.lr_mult)
+def build_optimizer(model: nn.Module, solver, *, lr_mult: Mapping[str, float] | None = None,
+                    prefix: str = "") -> torch.optim.Optimizer:
+    """AdamW or SGD over :func:`param_groups`; ``foreach`` kernels (one launch for all tensors of a group) on every
+    device, ``fused`` AdamW on CUDA."""
+    groups = param_groups(model, solver.weight_decay, decay_all=solver.weight_decay_all,
+                          lr_mult=solver.lr_mult if lr_mult is None else lr_mult, prefix=prefix)
     for group in groups:
         group["lr"] = solver.lr * group["lr_mult"]
         group.pop("names")
+    on_cuda = any(p.is_cuda for g in groups for p in g["params"])
     if solver.optim == "adamw":
-        return torch.optim.AdamW(groups, lr=solver.lr, betas=tuple(solver.betas), eps=solver.eps)
+        fast = {"fused": True} if on_cuda else {"foreach": True}
+        return torch.optim.AdamW(groups, lr=solver.lr, betas=tuple(solver.betas), eps=solver.eps, **fast)
     if solver.optim == "sgd":
-        return torch.optim.SGD(groups, lr=solver.lr, momentum=solver.momentum)
+        return torch.optim.SGD(groups, lr=solver.lr, momentum=solver.momentum, foreach=True)
     raise ValueError(f"unknown optimizer {solver.optim!r}")
 
 

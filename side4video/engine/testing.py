@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -10,11 +9,13 @@ from typing import Any
 import numpy as np
 
 from ..backbones import backbone_identity
+from ..errors import DataError
+from ..models import create_assembler
 from .builders import backbone_from_config, load_trainable_weights, model_from_config
 from .checkpoint import FORMAT
 from .distributed import setup_distributed
 from .evaluator import ScoreSet, collect_scores
-from .logging_utils import setup_logging
+from .logging_utils import dump_json, setup_logging
 from .metrics import save_confusion
 
 
@@ -23,10 +24,13 @@ def protocol_name(frames: int, crops: int, clips: int) -> str:
     return f"{frames}x{crops}x{clips}"
 
 
-def default_test_dir(weights: str | Path, protocol: str) -> Path:
+def default_test_dir(weights: str | Path, protocol: str, *, dense: bool = False, average: str = "prob") -> Path:
+    """``<run>/test_<weights stem>_<protocol>[_dense][_logit]``: everything that changes the result is in the name,
+    so a second test with other weights or options never replaces the first."""
     weights = Path(weights)
     run_dir = weights.parent.parent if weights.parent.name == "checkpoints" else weights.parent
-    return run_dir / f"test_{protocol}"
+    name = f"test_{weights.stem}_{protocol}" + ("_dense" if dense else "") + ("_logit" if average == "logit" else "")
+    return run_dir / name
 
 
 def save_scores(path: str | Path, scores: ScoreSet, class_names: list[str], protocol: str,
@@ -47,25 +51,33 @@ def run_test(cfg, weights: str | Path, *, test_crops: int | None = None, test_cl
     clips = int(test_clips or cfg.data.test_clips)
     frames = int(cfg.data.num_segments) * int(cfg.data.seg_length)
     protocol = protocol_name(frames, crops, clips)
-    out_dir = Path(output) if output else default_test_dir(weights, protocol)
+    out_dir = Path(output) if output else default_test_dir(weights, protocol, dense=dense, average=average)
     log = setup_logging(out_dir, dist.is_main, "test.log")
     backbone = backbone_from_config(cfg, dist.device)
     model = model_from_config(cfg, backbone)
-    checkpoint = load_trainable_weights(model, weights, backbone)
+    checkpoint = load_trainable_weights(model, weights, backbone, cfg)
     model.to(dist.device).eval()
-    dataset = build_dataset(cfg.data, "test", test_crops=crops, test_clips=clips, dense=dense or None, seed=cfg.seed)
+    assembler = create_assembler(cfg.network.assembler)
+    dataset = build_dataset(cfg.data, "test", test_crops=crops, test_clips=clips, dense=dense or None, seed=cfg.seed,
+                            sampler=assembler.frame_sampler(cfg.data))
     workers = int(cfg.data.workers)
     loader = build_loader(dataset, batch_size=int(batch_size or cfg.data.batch_size),
                           sampler=ShardedEvalSampler(len(dataset), dist.world_size, dist.rank), num_workers=workers,
-                          collate_fn=collate_eval, pin_memory=dist.device.type == "cuda", persistent_workers=False)
+                          collate_fn=assembler.collate_fn(False) or collate_eval, pin_memory=dist.device.type == "cuda",
+                          persistent_workers=False)
     log.info(f"testing {weights} on {len(dataset)} videos, protocol {protocol} (frames x crops x clips), "
              f"{dist.world_size} process(es)")
     start = time.time()
     scores = collect_scores(backbone, model, loader, dist.device, mean=cfg.data.mean, std=cfg.data.std,
                             average=average, max_views_per_forward=max_views, precision=cfg.solver.precision,
                             progress=dist.is_main, desc=f"test {protocol}",
-                            flip_permutation=dataset.flip_permutation())
+                            flip_permutation=dataset.flip_permutation(),
+                            assembler=assembler)
     elapsed = time.time() - start
+    if len(scores.labels) == 0:
+        listed = "; ".join(f"{bad['video_id']}: {bad['reason']}" for bad in scores.unreadable[:3])
+        raise DataError(f"{cfg.data.val_list}: none of the {len(dataset)} videos could be read ({listed}"
+                        f"{' ...' if len(scores.unreadable) > 3 else ''}); nothing was evaluated")
     metrics = scores.metrics(cfg.data.num_classes)
     results = {
         "top1": metrics["top1"], "top5": metrics["top5"], "mean_class_acc": metrics["mean_class_acc"],
@@ -78,7 +90,7 @@ def run_test(cfg, weights: str | Path, *, test_crops: int | None = None, test_cl
     }
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+        (out_dir / "results.json").write_text(dump_json(results))
         save_scores(out_dir / "scores.npz", scores, dataset.class_names, protocol, average)
         save_confusion(metrics["confusion"], dataset.class_names, out_dir)
         with open(out_dir / "per_class_accuracy.csv", "w", newline="") as handle:

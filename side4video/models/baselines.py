@@ -4,13 +4,12 @@ Both read only the backbone's final embedding per frame (``embedding`` ``[B*T, E
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 from torch import nn
 
 from ..backbones.frozen import BackboneInfo
 from ..modules.norm import TokenBatchNorm
+from .inputs import SideInputs
 
 
 class FrameAverageProbe(nn.Module):
@@ -31,15 +30,13 @@ class FrameAverageProbe(nn.Module):
         nn.init.normal_(self.fc.weight, std=0.02)
         nn.init.zeros_(self.fc.bias)
 
-    def forward_features(self, frames: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        b = frames.shape[0]
-        return self.norm(embedding.to(self.fc.weight.dtype).reshape(b, -1, embedding.shape[-1]).mean(dim=1))
+    def forward_features(self, inputs: SideInputs) -> torch.Tensor:
+        embedding = _embedding(inputs, self)
+        return self.norm(embedding.to(self.fc.weight.dtype).reshape(inputs.batch_size, -1, embedding.shape[-1])
+                         .mean(dim=1))
 
-    def forward(self, frames: torch.Tensor, tokens: Sequence[torch.Tensor] = (),
-                embedding: torch.Tensor | None = None) -> torch.Tensor:
-        if embedding is None:
-            raise ValueError("FrameAverageProbe needs the backbone's frame embeddings")
-        return self.fc(self.dropout(self.forward_features(frames, embedding)))
+    def forward(self, inputs: SideInputs) -> torch.Tensor:
+        return self.fc(self.dropout(self.forward_features(inputs)))
 
 
 class TemporalTransformerHead(nn.Module):
@@ -64,17 +61,20 @@ class TemporalTransformerHead(nn.Module):
         nn.init.normal_(self.fc.weight, std=0.02)
         nn.init.zeros_(self.fc.bias)
 
-    def forward_features(self, frames: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        b = frames.shape[0]
-        x = embedding.to(self.fc.weight.dtype).reshape(b, -1, embedding.shape[-1])
+    def forward_features(self, inputs: SideInputs) -> torch.Tensor:
+        embedding = _embedding(inputs, self)
+        x = embedding.to(self.fc.weight.dtype).reshape(inputs.batch_size, -1, embedding.shape[-1])
         t = x.shape[1]
         if t > self.frame_pos.shape[0]:
             raise ValueError(f"clip has {t} frames; the head was built for at most {self.frame_pos.shape[0]}")
         x = x + self.transformer(x + self.frame_pos[:t])
         return self.norm(x.mean(dim=1))
 
-    def forward(self, frames: torch.Tensor, tokens: Sequence[torch.Tensor] = (),
-                embedding: torch.Tensor | None = None) -> torch.Tensor:
-        if embedding is None:
-            raise ValueError("TemporalTransformerHead needs the backbone's frame embeddings")
-        return self.fc(self.dropout(self.forward_features(frames, embedding)))
+    def forward(self, inputs: SideInputs) -> torch.Tensor:
+        return self.fc(self.dropout(self.forward_features(inputs)))
+
+
+def _embedding(inputs: SideInputs, model: nn.Module) -> torch.Tensor:
+    if inputs.embedding is None:
+        raise ValueError(f"{type(model).__name__} needs the backbone's frame embeddings (SideInputs.embedding)")
+    return inputs.embedding

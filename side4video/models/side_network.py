@@ -1,30 +1,39 @@
-"""The Side4Video side network (Yao et al., arXiv 2311.15769), faithful to the released recognition code.
+"""The Side4Video side network (Yao et al., arXiv 2311.15769), computing what the released recognition code computes.
 
-The side stream carries patch tokens only. For every tapped backbone layer, the layer's full token
-sequence is normalised and projected to the side width; its patches are fused into the side stream and
-its class token, shifted in time, joins the keys/values of the side block's attention:
+The side stream carries patch tokens only. For every tapped backbone layer k, the layer's tokens are projected
+to the side width (CLIP: LayerNorm(W) → Linear(W→D); EVA: Linear(W→D) → LayerNorm(D), as the reference); the
+projected patches are fused into the side stream and the projected class token, shifted in time, joins the keys
+and values of the side block's attention:
 
-    x ← (1-α)·x + α·P(patches_k)                          (α = 0.5 in the reference)
-    x ← x + Mix_t(BN(x))                                    temporal branch (PW → DW 3×1×1 → PW)
-    x ← x + Attn(q = LN(x + pos), kv = LN([shift_t(P(cls_k)); x + pos]))
-    x ← x + MLP(BN(x))                                      (pre-norm, CLIP); post-norm for EVA
+    x ← (1-α)·x + α·P_k(patches_k)                       (α = 0.5 in the reference)
+    x ← modules_pre_attn(x)                               default: x + PW(DW_3×1×1(PW(BN(x))))   (Side4Video)
+    x ← x + Attn(q = LN(x + pos), kv = LN([shift_t(P_k(cls_k)); x + pos]))
+    x ← modules_post_attn(x)
+    x ← x + MLP(BN(x));  x ← modules_post_mlp(x)          pre-norm (CLIP); post-norm for EVA: x + Norm(f(x))
 
-Fixes relative to the reference: the temporal convs are initialised on purpose (the reference's init loop
-names layers that do not exist), and residual output projections use std D^-½·(2L)^-½ with L the actual
-number of side blocks instead of a hard-coded 12.
+The head is BN (CLIP only, as the reference) → mean over T·h·w → dropout → Linear.
+Each slot holds any number of pluggable side modules (``side4video/modules``), chosen in the config.
+
+Differences from the reference, on purpose: the temporal convs are initialised (the reference's init loop names
+layers that do not exist), residual output projections use std D^-½·(2L)^-½ with L the real number of side blocks
+instead of a hard-coded 12, and the stem has no bias (BatchNorm follows it; an official checkpoint's stem bias is
+folded into the BatchNorm's running mean when it is loaded).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..backbones.frozen import BackboneInfo, LayerSpec, select_layers
-from ..modules.norm import TokenBatchNorm
-from ..modules.temporal import create_temporal_mixer, residual_init_std
+from ..errors import ConfigError
+from ..modules import BlockContext, SLOTS, TokenBatchNorm, build_side_module, module_plan, residual_init_std
+from ..modules.functional import recomputed_linear
+from .inputs import SideInputs
 
 
 def shift_cls_in_time(cls: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -35,6 +44,10 @@ def shift_cls_in_time(cls: torch.Tensor, num_frames: int) -> torch.Tensor:
     from_next = F.pad(seq[:, 1:, :half], (0, 0, 0, 1))
     from_prev = F.pad(seq[:, :-1, half:], (0, 0, 1, 0))
     return torch.cat([from_next, from_prev], dim=-1).reshape_as(cls)
+
+
+def _layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    return F.layer_norm(x.to(weight.dtype), weight.shape, weight, bias, eps)
 
 
 class SideStem(nn.Module):
@@ -53,97 +66,133 @@ class SideStem(nn.Module):
 
 
 class TapProjection(nn.Module):
-    """LayerNorm(W) + Linear(W → D) on one backbone layer's full token sequence."""
+    """One backbone layer's tokens → side width: ``LayerNorm(W) → Linear(W → D)`` (``norm_position='input'``,
+    the reference CLIP) or ``Linear(W → D) → LayerNorm(D)`` (``'output'``, the reference EVA).
 
-    def __init__(self, width: int, dim: int):
+    With ``recompute``, backward keeps only the tap itself (in the backbone's precision), not the normalised or
+    up-cast copy of width W that the linear layer would otherwise keep.
+    """
+
+    def __init__(self, width: int, dim: int, norm_position: str = "input", recompute: bool = True):
         super().__init__()
-        self.norm = nn.LayerNorm(width)
+        if norm_position not in ("input", "output"):
+            raise ValueError(f"tap norm position must be 'input' or 'output', got {norm_position!r}")
+        self.norm_position = norm_position
+        self.recompute = recompute
+        self.norm = nn.LayerNorm(width if norm_position == "input" else dim)
         self.proj = nn.Linear(width, dim)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.norm(tokens))
+        weight, bias, norm = self.proj.weight, self.proj.bias, self.norm
+        if self.norm_position == "input":
+            def normalise(x, w=norm.weight, b=norm.bias):
+                return _layer_norm(x, w, b, norm.eps)
+            if self.recompute:
+                return recomputed_linear(tokens, weight, bias, normalise, normalise, (norm.weight, norm.bias))
+            return F.linear(normalise(tokens), weight, bias)
+
+        def cast(x):
+            return x.to(weight.dtype)
+        projected = (recomputed_linear(tokens, weight, bias, cast, cast) if self.recompute
+                     else F.linear(cast(tokens), weight, bias))
+        return norm(projected)
 
 
 class SideAttention(nn.Module):
     """Multi-head attention whose queries are the patch tokens and keys/values are [cls; patches]."""
 
-    def __init__(self, dim: int, num_heads: int):
+    def __init__(self, dim: int, num_heads: int, recompute: bool = True):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"side width {dim} is not divisible by {num_heads} heads")
         self.num_heads = num_heads
+        self.recompute = recompute
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``tokens`` ``[M, 1+N, D]`` (cls first) → ``[M, N, D]`` for the N patch queries."""
+    def forward(self, tokens: torch.Tensor, norm: nn.LayerNorm | None = None) -> torch.Tensor:
+        """``tokens`` ``[M, 1+N, D]`` (cls first), normalised by ``norm`` first if given → ``[M, N, D]``."""
         m, length, dim = tokens.shape
-        q, k, v = self.qkv(tokens).reshape(m, length, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
+        if norm is not None and self.recompute:
+            def normalise(x, w=norm.weight, b=norm.bias):
+                return _layer_norm(x, w, b, norm.eps)
+            qkv = recomputed_linear(tokens, self.qkv.weight, self.qkv.bias, normalise, normalise,
+                                    (norm.weight, norm.bias))
+        else:
+            qkv = self.qkv(norm(tokens) if norm is not None else tokens)
+        q, k, v = qkv.reshape(m, length, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q[:, :, 1:], k, v)     # [M, heads, N, hd]
-        return self.proj(out.transpose(1, 2).reshape(m, length - 1, dim))
+
+        def merge_heads(o):
+            return o.transpose(1, 2).reshape(m, length - 1, dim)
+        if self.recompute:
+            return recomputed_linear(out, self.proj.weight, self.proj.bias, merge_heads, merge_heads)
+        return self.proj(merge_heads(out))
 
 
 class SideMlp(nn.Module):
-    def __init__(self, dim: int, ratio: float):
+    """Linear(D → ratio·D) → GELU → Linear(→ D); with ``recompute`` the input norm and GELU outputs are not kept."""
+
+    def __init__(self, dim: int, ratio: float, recompute: bool = True):
         super().__init__()
         hidden = int(dim * ratio)
+        self.recompute = recompute
         self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class DropPath(nn.Module):
-    """Stochastic depth per sample (identity at eval and with p = 0)."""
-
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1 - self.p)
-        return x * keep / (1 - self.p)
+    def forward(self, x: torch.Tensor, norm: TokenBatchNorm | None = None) -> torch.Tensor:
+        if norm is not None and self.recompute and not norm.synchronised:
+            hidden = recomputed_linear(x, self.fc1.weight, self.fc1.bias, norm, norm.pure, (norm.weight, norm.bias))
+        else:
+            hidden = self.fc1(norm(x) if norm is not None else x)
+        if self.recompute:
+            return recomputed_linear(hidden, self.fc2.weight, self.fc2.bias, self.act, self.act)
+        return self.fc2(self.act(hidden))
 
 
 class SideBlock(nn.Module):
-    """One Side4Video block: temporal branch, [CLS]-token-shift attention, MLP."""
+    """One Side4Video block: pre-attention modules, [CLS]-token-shift attention, post-attention modules, MLP,
+    post-MLP modules (see the module docstring)."""
 
-    def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float = 4.0, temporal_module: str = "conv",
-                 norm: str = "pre", drop_path: float = 0.0, sync_bn: bool = False):
+    def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float = 4.0, norm: str = "pre",
+                 drop_path: float = 0.0, sync_bn: bool = False, recompute: bool = True,
+                 modules: Mapping[str, Sequence[nn.Module]] | None = None):
         super().__init__()
         if norm not in ("pre", "post"):
             raise ValueError(f"side block norm must be 'pre' or 'post', got {norm!r}")
         self.post_norm = norm == "post"
-        self.temporal = create_temporal_mixer(temporal_module, dim)
-        self.temporal_norm = TokenBatchNorm(dim, sync=sync_bn) if self.temporal is not None else None
+        modules = modules or {}
+        self.pre_attn = nn.ModuleList(modules.get("pre_attn", ()))
         self.attn_norm = nn.LayerNorm(dim)
-        self.attn = SideAttention(dim, num_heads)
+        self.attn = SideAttention(dim, num_heads, recompute=recompute)
+        self.post_attn = nn.ModuleList(modules.get("post_attn", ()))
         self.mlp_norm = TokenBatchNorm(dim, sync=sync_bn)
-        self.mlp = SideMlp(dim, mlp_ratio)
+        self.mlp = SideMlp(dim, mlp_ratio, recompute=recompute)
+        self.post_mlp = nn.ModuleList(modules.get("post_mlp", ()))
         self.drop_path = DropPath(drop_path)
 
-    def _mix_time(self, x: torch.Tensor, grid: tuple[int, int, int, int]) -> torch.Tensor:
-        b, t, h, w = grid
-        x5 = x.reshape(b, t, h, w, -1).permute(0, 4, 1, 2, 3)      # (B, D, T, h, w)
-        return self.temporal(x5).permute(0, 2, 3, 4, 1).reshape(x.shape)
-
-    def forward(self, x: torch.Tensor, cls: torch.Tensor, pos: torch.Tensor,
-                grid: tuple[int, int, int, int]) -> torch.Tensor:
-        """x ``[B*T, N, D]`` patch stream, cls ``[B*T, 1, D]`` projected backbone cls, pos ``[N, D]``."""
-        shifted = shift_cls_in_time(cls, grid[1])
+    def forward(self, x: torch.Tensor, ctx: BlockContext, pos: torch.Tensor) -> torch.Tensor:
+        """x ``[B*T, N, D]`` patch stream; ``ctx.cls`` ``[B*T, 1, D]`` projected backbone cls; pos ``[N, D]``."""
+        for module in self.pre_attn:
+            x = module(x, ctx)
+        tokens = torch.cat([shift_cls_in_time(ctx.cls, ctx.num_frames), x + pos], dim=1)
         if self.post_norm:
-            if self.temporal is not None:
-                x = x + self.drop_path(self.temporal_norm(self._mix_time(x, grid)))
-            x = x + self.drop_path(self.attn_norm(self.attn(torch.cat([shifted, x + pos], dim=1))))
-            return x + self.drop_path(self.mlp_norm(self.mlp(x)))
-        if self.temporal is not None:
-            x = x + self.drop_path(self._mix_time(self.temporal_norm(x), grid))
-        x = x + self.drop_path(self.attn(self.attn_norm(torch.cat([shifted, x + pos], dim=1))))
-        return x + self.drop_path(self.mlp(self.mlp_norm(x)))
+            x = x + self.drop_path(self.attn_norm(self.attn(tokens)))
+        else:
+            x = x + self.drop_path(self.attn(tokens, self.attn_norm))
+        for module in self.post_attn:
+            x = module(x, ctx)
+        if self.post_norm:
+            x = x + self.drop_path(self.mlp_norm(self.mlp(x)))
+        else:
+            x = x + self.drop_path(self.mlp(x, self.mlp_norm))
+        for module in self.post_mlp:
+            x = module(x, ctx)
+        return x
+
+    def side_modules(self) -> list[nn.Module]:
+        return [*self.pre_attn, *self.post_attn, *self.post_mlp]
 
     def init_weights(self, num_blocks: int) -> None:
         dim = self.attn.proj.in_features
@@ -154,8 +203,6 @@ class SideBlock(nn.Module):
         nn.init.normal_(self.mlp.fc2.weight, std=out_std)
         for linear in (self.attn.qkv, self.attn.proj, self.mlp.fc1, self.mlp.fc2):
             nn.init.zeros_(linear.bias)
-        if self.temporal is not None:
-            self.temporal.init_weights(out_std)
 
 
 def default_num_heads(dim: int) -> int:
@@ -167,48 +214,76 @@ def default_num_heads(dim: int) -> int:
     return heads
 
 
-class SideNetwork(nn.Module):
-    """Side4Video recognition model: side stem, one side block per tapped backbone layer, BN-pool-FC head.
+def default_module_specs(temporal_module: str | None, side_modules: Sequence[Mapping[str, Any]] = ()) -> list[dict]:
+    """The ``temporal_module`` shorthand (a module before attention in every block; ``none``: nothing) followed by
+    the explicit ``side_modules`` entries, as checked specs."""
+    from ..modules import check_side_module_spec
+    specs: list[dict] = []
+    if temporal_module and temporal_module != "none":
+        specs.append(check_side_module_spec({"type": temporal_module, "slot": "pre_attn", "blocks": "all"}))
+    for entry in side_modules:
+        specs.append(check_side_module_spec(dict(entry)))
+    return specs
 
-    ``forward(frames, tokens)`` takes the raw frames ``[B, T, 3, H, W]`` and the frozen backbone's tokens of the
-    layers in :attr:`backbone_layers` (``[B*T, 1+N, W]`` each) and returns logits ``[B, num_classes]``.
-    It knows nothing of open_clip or timm.
+
+class SideNetwork(nn.Module):
+    """Side4Video recognition model: side stem, one side block per tapped backbone layer, [BN]-pool-FC head.
+
+    ``forward(inputs: SideInputs)`` reads the raw frames ``[B, T, 3, H, W]`` and the frozen backbone's tokens of
+    the layers in :attr:`backbone_layers`, and returns logits ``[B, num_classes]``. It knows nothing of
+    open_clip or timm.
     """
 
     needs_embedding = False
 
     def __init__(self, backbone: BackboneInfo, num_classes: int, *, side_dim: int = 320,
-                 layers: LayerSpec = None, norm: str | None = None, fusion_weight: float = 0.5,
-                 temporal_module: str = "conv", mlp_ratio: float = 4.0, num_heads: int | None = None,
+                 layers: LayerSpec = None, norm: str | None = None, tap_norm: str | None = None,
+                 head_norm: bool | None = None, fusion_weight: float = 0.5, temporal_module: str | None = "conv",
+                 side_modules: Sequence[Mapping[str, Any]] = (), mlp_ratio: float = 4.0, num_heads: int | None = None,
                  drop_fc: float = 0.0, drop_path: float = 0.0, grad_checkpointing: bool = False,
-                 sync_bn: bool = False):
+                 recompute: bool = True, sync_bn: bool = False):
         super().__init__()
         eva = backbone.family == "eva"
         if layers is None:
             layers = "every_other" if eva else "all"
         self.backbone_layers = select_layers(backbone.num_layers, layers)
         if not self.backbone_layers:
-            raise ValueError("the side network needs at least one backbone layer")
+            raise ConfigError("network.side_layers selects no backbone layer; the side network needs at least one")
         norm = norm or ("post" if eva else "pre")
+        tap_norm = tap_norm or ("output" if eva else "input")
+        head_norm = (not eva) if head_norm is None else head_norm
         num_heads = num_heads or default_num_heads(side_dim)
         self.side_dim = side_dim
         self.fusion_weight = fusion_weight
         self.grad_checkpointing = grad_checkpointing
         self.grid = backbone.grid_size
         self.stem = SideStem(side_dim, backbone.patch_size, sync_bn)
-        self.taps = nn.ModuleList(TapProjection(backbone.width, side_dim) for _ in self.backbone_layers)
-        n = len(self.backbone_layers)
-        rates = [drop_path * i / max(n - 1, 1) for i in range(n)]  # stochastic depth grows with depth
-        self.blocks = nn.ModuleList(
-            SideBlock(side_dim, num_heads, mlp_ratio=mlp_ratio, temporal_module=temporal_module, norm=norm,
-                      drop_path=rate, sync_bn=sync_bn) for rate in rates)
+        self.taps = nn.ModuleList(TapProjection(backbone.width, side_dim, tap_norm, recompute)
+                                  for _ in self.backbone_layers)
+        depth = len(self.backbone_layers)
+        rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]  # stochastic depth grows with depth
+        plan = module_plan(default_module_specs(temporal_module, side_modules), depth)
+        blocks = []
+        for index, rate in enumerate(rates):
+            provided = {"post_norm": norm == "post", "sync_bn": sync_bn, "drop_path": rate, "recompute": recompute}
+            modules = {slot: [build_side_module(spec, side_dim, provided) for spec in plan[index][slot]]
+                       for slot in SLOTS}
+            blocks.append(SideBlock(side_dim, num_heads, mlp_ratio=mlp_ratio, norm=norm, drop_path=rate,
+                                    sync_bn=sync_bn, recompute=recompute, modules=modules))
+        self.blocks = nn.ModuleList(blocks)
         self.pos_embed = nn.Parameter(torch.zeros(backbone.num_patches, side_dim))
-        self.head_norm = TokenBatchNorm(side_dim, sync=sync_bn)
+        self.head_norm = TokenBatchNorm(side_dim, sync=sync_bn) if head_norm else None
         self.dropout = nn.Dropout(drop_fc)
         self.fc = nn.Linear(side_dim, num_classes)
         self._init_weights(pos_std=0.02 if eva else 0.01)
 
+    @property
+    def causal(self) -> bool:
+        """Whether the side modules never look at future frames (the attention and stem do: 3-frame stem kernel)."""
+        return all(getattr(m, "causal", False) for block in self.blocks for m in block.side_modules())
+
     def _init_weights(self, pos_std: float) -> None:
+        """Generic init first (norms to identity, projections, blocks), then each side module's own init."""
         nn.init.normal_(self.pos_embed, std=pos_std)
         for tap in self.taps:
             nn.init.normal_(tap.proj.weight, std=(2 * self.side_dim) ** -0.5)
@@ -216,31 +291,44 @@ class SideNetwork(nn.Module):
         for block in self.blocks:
             block.init_weights(len(self.blocks))
         for module in self.modules():
-            if isinstance(module, (nn.LayerNorm, nn.modules.batchnorm._BatchNorm)):
+            if isinstance(module, (nn.LayerNorm, nn.modules.batchnorm._BatchNorm)) and module.weight is not None:
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
         nn.init.normal_(self.fc.weight, std=0.02)
         nn.init.zeros_(self.fc.bias)
+        for block in self.blocks:
+            for module in block.side_modules():
+                module.init_weights(len(self.blocks))
 
-    def forward_features(self, frames: torch.Tensor, tokens: Sequence[torch.Tensor]) -> torch.Tensor:
+    def _layer(self, x: torch.Tensor, cls_tokens: torch.Tensor, patch_tokens: torch.Tensor, index: int,
+               grid: tuple[int, int, int, int]) -> torch.Tensor:
+        tap = self.taps[index]
+        alpha = self.fusion_weight
+        x = (1 - alpha) * x + alpha * tap(patch_tokens)
+        ctx = BlockContext(grid=grid, index=index, depth=len(self.blocks), cls=tap(cls_tokens))
+        return self.blocks[index](x, ctx, self.pos_embed)
+
+    def forward_features(self, inputs: SideInputs) -> torch.Tensor:
         """Pooled side features ``[B, D]``."""
-        if len(tokens) != len(self.blocks):
-            raise ValueError(f"expected tokens of {len(self.blocks)} backbone layers, got {len(tokens)}")
-        dtype = self.stem.conv.weight.dtype
+        if len(inputs.patch_tokens) != len(self.blocks):
+            raise ValueError(f"expected tokens of {len(self.blocks)} backbone layers, got {len(inputs.patch_tokens)}")
+        frames = inputs.frames
         b, t = frames.shape[:2]
         grid = (b, t, self.grid, self.grid)
-        x = self.stem(frames.to(dtype))
-        alpha = self.fusion_weight
-        for tap, block, layer_tokens in zip(self.taps, self.blocks, tokens):
-            projected = tap(layer_tokens.to(dtype))
-            x = (1 - alpha) * x + alpha * projected[:, 1:]
-            cls = projected[:, :1]
-            if self.grad_checkpointing and self.training:
-                x = checkpoint(block, x, cls, self.pos_embed, grid, use_reentrant=False)
+        x = self.stem(frames.to(self.stem.conv.weight.dtype))
+        for index, (cls_tokens, patch_tokens) in enumerate(zip(inputs.cls_tokens, inputs.patch_tokens)):
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                # only the block input (and the tap, alive anyway) is kept; the block is recomputed in backward
+                x = checkpoint(self._layer, x, cls_tokens, patch_tokens, index, grid, use_reentrant=False)
             else:
-                x = block(x, cls, self.pos_embed, grid)
-        return self.head_norm(x).reshape(b, -1, self.side_dim).mean(dim=1)
+                x = self._layer(x, cls_tokens, patch_tokens, index, grid)
+        if self.head_norm is not None:
+            x = self.head_norm(x)
+        return x.reshape(b, -1, self.side_dim).mean(dim=1)
 
-    def forward(self, frames: torch.Tensor, tokens: Sequence[torch.Tensor],
-                embedding: torch.Tensor | None = None) -> torch.Tensor:
-        return self.fc(self.dropout(self.forward_features(frames, tokens)))
+    def forward(self, inputs: SideInputs) -> torch.Tensor:
+        return self.fc(self.dropout(self.forward_features(inputs)))
+
+
+__all__ = ["SideNetwork", "SideBlock", "SideAttention", "SideMlp", "SideStem", "TapProjection", "shift_cls_in_time",
+           "default_num_heads", "default_module_specs"]

@@ -24,10 +24,25 @@ class TokenBatchNorm(nn.BatchNorm1d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
-        if not (self.training and self.sync and dist.is_available() and dist.is_initialized()
-                and dist.get_world_size() > 1):
+        if not self.synchronised:
             return super().forward(flat).view_as(x)
         return self._global_batch_norm(flat).view_as(x)
+
+    @property
+    def synchronised(self) -> bool:
+        return bool(self.training and self.sync and dist.is_available() and dist.is_initialized()
+                    and dist.get_world_size() > 1)
+
+    def pure(self, x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """What :meth:`forward` computes on ``x``, without updating the running statistics (for recomputation
+        in backward); ``weight``/``bias`` stand in for the affine parameters. Not for synchronised statistics."""
+        flat = x.reshape(-1, x.shape[-1])
+        if self.training or not self.track_running_stats:
+            out = torch.nn.functional.batch_norm(flat, None, None, weight, bias, True, 0.0, self.eps)
+        else:
+            out = torch.nn.functional.batch_norm(flat, self.running_mean, self.running_var, weight, bias, False,
+                                                 0.0, self.eps)
+        return out.view_as(x)
 
     def _global_batch_norm(self, flat: torch.Tensor) -> torch.Tensor:
         from torch.distributed.nn.functional import all_reduce

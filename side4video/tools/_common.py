@@ -26,12 +26,6 @@ def load_tool_config(config: str, opts: Sequence[str]):
     return load_config(config, list(opts or []))
 
 
-def use_eval_list(cfg, list_file: str | Path, root: str | Path) -> None:
-    """Point the config's val/test split at another annotation list (the 'test' split reads ``val_*``)."""
-    cfg.data.val_list = str(list_file)
-    cfg.data.val_root = str(root)
-
-
 def default_device() -> torch.device:
     """The first GPU when there is one (single-process tools), else the CPU."""
     return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
@@ -82,5 +76,5 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def fail(message: str, code: int = 2) -> int:
     """Print a one-line error (no traceback: the message names the file, key or video) and return ``code``."""
-    print(f"error: {message}", file=sys.stderr)
-    return code
+    from ..cli import fail as cli_fail
+    return cli_fail(message, code)

@@ -18,6 +18,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
+from side4video.errors import Side4VideoError
 from side4video.data.decoders import VIDEO_BACKENDS, VideoReadError, verify_frame_folder, verify_video_file
 from side4video.data.lists import VideoRecord, format_record, read_annotation_list
 
@@ -91,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--root directory not found: {args.root}")
     try:
         records = read_annotation_list(args.list)
-    except (FileNotFoundError, ValueError) as error:
+    except Side4VideoError as error:
         parser.error(str(error))
     bad = check_list(records, args.root, image_tmpl=args.image_tmpl, backend=args.backend,
                      workers=args.workers, progress=not args.no_progress)

@@ -28,22 +28,42 @@ def _run(command: list[str]) -> None:
         raise SystemExit(f"demo step failed (exit {result.returncode}): {' '.join(command)}")
 
 
+MARKER = ".side4video-demo"
+
+
+def prepare_output(out: Path) -> None:
+    """Clear ``out`` only if the demo made it (it holds the demo's marker file) or it is empty; never anything else
+    (``--out .`` must not delete a checkout)."""
+    if out.exists():
+        if not out.is_dir():
+            raise SystemExit(f"error: --out {out} is a file, not a folder")
+        entries = list(out.iterdir())
+        if entries and not (out / MARKER).is_file():
+            raise SystemExit(f"error: --out {out} is not empty and was not written by the demo; choose another "
+                             "folder (the demo clears its output folder before it runs)")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / MARKER).write_text("written by python -m side4video.tools.demo; cleared by the next demo run\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="toy_data", help="where the toy dataset is written (reused if complete)")
-    parser.add_argument("--out", default="work_dirs/demo", help="training and test outputs (cleared first)")
+    parser.add_argument("--out", default="work_dirs/demo",
+                        help="training and test outputs; a folder the demo wrote before is cleared, any other "
+                             "non-empty folder is refused")
     parser.add_argument("--test_crops", type=int, default=3)
     parser.add_argument("--test_clips", type=int, default=2)
     args = parser.parse_args(argv)
     start = time.time()
     from ..data.toy import generate_toy_dataset
     from ._common import format_table
-    from .make_tiny_backbone import make_tiny_backbone
+    from .make_tiny_backbone import TINY_CLIP_CONFIG, make_tiny_backbone
     data = ROOT / args.data
     generate_toy_dataset(str(data))
-    make_tiny_backbone(ROOT / "side4video/assets/tiny_clip.json", data / "tiny_clip.safetensors")
-    out = ROOT / args.out
-    shutil.rmtree(out, ignore_errors=True)
+    make_tiny_backbone(TINY_CLIP_CONFIG, data / "tiny_clip.safetensors")
+    out = (ROOT / args.out).resolve()
+    prepare_output(out)
     rows = []
     for name, config, title in RUNS:
         run_dir = out / name

@@ -29,7 +29,6 @@ import json
 import math
 import os
 import re
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -38,13 +37,13 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from ._common import add_config_arguments, atomic_write_bytes, fail, load_tool_config, use_eval_list
+from ..cli import positive_int, run_command
+from ..errors import DataError, InputNotFoundError
+from ._common import add_config_arguments, atomic_write_bytes, load_tool_config
 
 FORMAT = "side4video-features-v1"
 POOLS = ("cls", "mean", "tokens")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# Test hook: the process SIGKILLs itself after writing this many shards, as a crash would (no clean-up).
-KILL_ENV = "SIDE4VIDEO_KILL_AFTER_SHARDS"
 
 
 @dataclass(frozen=True)
@@ -97,17 +96,22 @@ def pool_tokens(tokens: Sequence[torch.Tensor], pool: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def frame_features(backbone, frames: torch.Tensor, spec: FeatureSpec, max_views: int = 64) -> torch.Tensor:
-    """Normalised ``[B, V, T, 3, H, W]`` → ``[B, V, T, ...]`` features, at most ``max_views`` clips per forward."""
+def frame_features(backbone, frames: torch.Tensor, spec: FeatureSpec, max_views: int = 64,
+                   assembler=None) -> torch.Tensor:
+    """Normalised ``[B, V, T, 3, H, W]`` → ``[B, V, T, ...]`` features, at most ``max_views`` clips per forward,
+    through the same clip assembly as training and testing."""
+    from ..models.assembly import TapAssembler
+    assembler = assembler or TapAssembler()
     b, v, t = frames.shape[:3]
     clips = frames.flatten(0, 1)
     outputs = []
     for start in range(0, clips.shape[0], max(1, max_views)):
         chunk = clips[start:start + max_views]
         if spec.layers is None:
-            out = backbone.tap(chunk, layers=[], embedding=True).embedding
+            out = assembler(backbone, chunk, layers=[], embedding=True).embedding
         else:
-            out = pool_tokens(backbone.tap(chunk, layers=list(spec.layers), embedding=False).tokens, spec.pool)
+            inputs = assembler(backbone, chunk, layers=list(spec.layers), embedding=False)
+            out = pool_tokens([inputs.tokens(i) for i in range(len(inputs.layers))], spec.pool)
         outputs.append(out.to(DTYPES[spec.dtype]).cpu())
     features = torch.cat(outputs)
     return features.reshape(b, v, t, *features.shape[1:])
@@ -138,7 +142,7 @@ def shard_is_complete(out: Path, shard: int, fingerprint: str) -> bool:
         return False
     recorded = json.loads(manifest.read_text())
     if recorded.get("fingerprint") != fingerprint:
-        raise ValueError(f"{manifest} was written with different settings (backbone, layers, pool, views, list or "
+        raise DataError(f"{manifest} was written with different settings (backbone, layers, pool, views, list or "
                          f"shard size); use another --out or delete {out}")
     tensors = out / recorded["file"]
     return tensors.is_file() and tensors.stat().st_size == recorded["bytes"]
@@ -179,12 +183,6 @@ def _rank_and_world() -> tuple[int, int, torch.device]:
     return 0, 1, default_device()
 
 
-def _maybe_kill(shards_written: int) -> None:
-    limit = os.environ.get(KILL_ENV)
-    if limit and shards_written >= int(limit):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _reason(batch: dict[str, Any], root: str, video_id: str) -> str:
     """Why an evaluation sample is invalid: its read errors (readers report ``root/video_id``)."""
     path = os.path.join(root, video_id)
@@ -199,20 +197,21 @@ def extract_features(cfg, list_file: str | Path, root: str | Path, out: str | Pa
     """Extract (or finish extracting) the features of every video of ``list_file``; returns index.json's content
     on rank 0 (None on other ranks)."""
     from ..backbones import backbone_identity
-    from ..data import build_dataset
+    from ..data import build_dataset, read_annotation_list
     from ..engine.builders import backbone_from_config
     from ..engine.distributed import all_gather_objects, barrier
 
     if shard_size < 1:
         raise ValueError(f"--shard_size must be positive, got {shard_size}")
     rank, world, device = _rank_and_world()
-    use_eval_list(cfg, list_file, root)
-    dataset = build_dataset(cfg.data, "test", test_crops=test_crops, test_clips=test_clips, seed=cfg.seed)
+    records = read_annotation_list(str(list_file), num_classes=int(cfg.data.num_classes))
+    dataset = build_dataset(cfg.data, "test", test_crops=test_crops, test_clips=test_clips, seed=cfg.seed,
+                            records=records, root=str(root))
     backbone = backbone_from_config(cfg, device)
     if spec.layers is not None:  # resolve 'all', K, negative indices ... once, for the shapes and the index
         spec = FeatureSpec(tuple(backbone.resolve_layers(spec.layers)), spec.pool or "cls", spec.dtype)
         if not spec.layers:
-            raise ValueError("--layers selects no layer")
+            raise DataError("--layers selects no layer")
     identity = backbone_identity(backbone)
     settings = extraction_settings(cfg, dataset, identity, spec, shard_size)
     fingerprint = _digest(settings)
@@ -232,6 +231,7 @@ def extract_features(cfg, list_file: str | Path, root: str | Path, out: str | Pa
     if rank != 0:
         return None
     index = build_index(out, cfg, dataset, identity, spec, settings, fingerprint, num_shards, per_rank)
+    index["list"], index["root"] = str(list_file), str(root)
     atomic_write_bytes(out / "index.json", json.dumps(index, indent=1).encode())
     labels = "id,name\n" + "".join(f"{i},{_csv(name)}\n" for i, name in enumerate(dataset.class_names))
     atomic_write_bytes(out / "labels.csv", labels.encode())
@@ -298,7 +298,6 @@ class _ShardWriter:
             write_shard(self.out, shard, self.tensors, self.videos, self.unreadable, self.fingerprint)
             self._reset()
             self.written += 1
-            _maybe_kill(self.written)
 
 
 def build_index(out: Path, cfg, dataset, identity: dict, spec: FeatureSpec, settings: dict, fingerprint: str,
@@ -308,7 +307,7 @@ def build_index(out: Path, cfg, dataset, identity: dict, spec: FeatureSpec, sett
     from ..engine.testing import protocol_name
     missing = [shard_name(s) for s in range(num_shards) if not (out / f"{shard_name(s)}.json").is_file()]
     if missing:
-        raise RuntimeError(f"{out}: shard(s) {missing[:5]} were not written; run the extraction again to finish")
+        raise DataError(f"{out}: shard(s) {missing[:5]} were not written; run the extraction again to finish")
     videos, unreadable, shards = [], [], []
     for s in range(num_shards):
         manifest = json.loads((out / f"{shard_name(s)}.json").read_text())
@@ -357,10 +356,10 @@ def read_index(out: str | Path) -> dict[str, Any]:
     """``OUT/index.json`` (raises FileNotFoundError naming the folder when the extraction did not finish)."""
     path = Path(out) / "index.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: not a finished feature extraction (run extract_features)")
+        raise InputNotFoundError(f"{path} not found: not a finished feature extraction (run extract_features)")
     index = json.loads(path.read_text())
     if index.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {index.get('format')!r}, expected {FORMAT!r}")
+        raise DataError(f"{path}: format {index.get('format')!r}, expected {FORMAT!r}")
     return index
 
 
@@ -374,10 +373,10 @@ def iter_features(out: str | Path, index: dict[str, Any] | None = None) -> Itera
         if video["file"] != loaded_file:
             path = out / video["file"]
             if not path.is_file():
-                raise FileNotFoundError(f"{path} (listed in {out / 'index.json'}) is missing")
+                raise InputNotFoundError(f"{path} (listed in {out / 'index.json'}) is missing")
             loaded_file, tensors = video["file"], load_file(str(path))
         if video["key"] not in tensors:
-            raise KeyError(f"{out / video['file']} has no tensor {video['key']!r} (listed in index.json)")
+            raise DataError(f"{out / video['file']} has no tensor {video['key']!r} (listed in index.json)")
         yield video, tensors[video["key"]]
 
 
@@ -398,13 +397,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="with --layers: cls token, mean of patch tokens, or all tokens (default: cls)")
     parser.add_argument("--test_crops", type=int, default=None, choices=(1, 3, 5, 10),
                         help="spatial crops per clip (default: data.test_crops)")
-    parser.add_argument("--test_clips", type=int, default=None,
+    parser.add_argument("--test_clips", type=positive_int, default=None,
                         help="temporal clips per video (default: data.test_clips)")
-    parser.add_argument("--shard_size", type=int, default=256, help="videos per shard file (default: 256)")
-    parser.add_argument("--batch_size", type=int, default=None,
+    parser.add_argument("--shard_size", type=positive_int, default=256, help="videos per shard file (default: 256)")
+    parser.add_argument("--batch_size", type=positive_int, default=None,
                         help="videos per forward batch (default: data.batch_size)")
     parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: data.workers)")
-    parser.add_argument("--max_views", type=int, default=64, help="at most this many clips per backbone forward")
+    parser.add_argument("--max_views", type=positive_int, default=64,
+                        help="at most this many clips per backbone forward")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="stored dtype (default: float32)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     # accepted from launchers (torch.distributed.launch / deepspeed) like train.py does
@@ -413,13 +413,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.pool is not None and args.layers is None:
         parser.error("--pool applies to layer tokens: give --layers too (the default output is the final embedding)")
     spec = FeatureSpec(layers=args.layers, pool=args.pool, dtype=args.dtype)
-    try:
-        cfg = load_tool_config(args.config, args.opts)
-        index = extract_features(cfg, args.list, args.root, args.out, spec=spec, test_crops=args.test_crops,
-                                 test_clips=args.test_clips, shard_size=args.shard_size, batch_size=args.batch_size,
-                                 workers=args.workers, max_views=args.max_views, progress=not args.no_progress)
-    except (FileNotFoundError, ValueError) as exc:
-        return fail(str(exc))
+    return run_command(lambda: _run(args, spec), code=2)
+
+
+def _run(args, spec: FeatureSpec) -> int:
+    cfg = load_tool_config(args.config, args.opts)
+    index = extract_features(cfg, args.list, args.root, args.out, spec=spec, test_crops=args.test_crops,
+                             test_clips=args.test_clips, shard_size=args.shard_size, batch_size=args.batch_size,
+                             workers=args.workers, max_views=args.max_views, progress=not args.no_progress)
     if index is not None:
         rate = index["throughput"]
         print(f"{index['num_extracted']} of {index['num_videos']} videos, {index['feature']} {index['shape']}, "

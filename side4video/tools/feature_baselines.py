@@ -34,7 +34,9 @@ import torch
 import torch.nn.functional as F
 
 from ..engine.metrics import topk_accuracy
-from ._common import add_config_arguments, default_device, fail, format_table, load_tool_config, stdout_to_stderr
+from ..errors import DataError, InputNotFoundError
+from ..cli import run_command
+from ._common import add_config_arguments, default_device, format_table, load_tool_config, stdout_to_stderr
 
 METHODS = ("linear", "knn", "zeroshot")
 KNN_TEMPERATURE = 0.07
@@ -66,10 +68,10 @@ def load_video_features(folder: str | Path) -> VideoFeatures:
     from .extract_features import iter_features, read_index
     index = read_index(folder)
     if index["feature"] != "embedding":
-        raise ValueError(f"{folder} holds layer tokens (--layers {index['layers']}, --pool {index['pool']}); the "
+        raise DataError(f"{folder} holds layer tokens (--layers {index['layers']}, --pool {index['pool']}); the "
                          "baselines need the final image embeddings: extract without --layers")
     if not index["videos"]:
-        raise ValueError(f"{folder}: no readable video was extracted")
+        raise DataError(f"{folder}: no readable video was extracted")
     vectors, labels, ids = [], [], []
     for video, tensor in iter_features(folder, index):
         vectors.append(tensor.float().reshape(-1, tensor.shape[-1]).mean(dim=0))
@@ -82,13 +84,13 @@ def load_video_features(folder: str | Path) -> VideoFeatures:
 def check_pair(train: VideoFeatures, val: VideoFeatures) -> None:
     """Both folders must come from the same backbone and label space."""
     if train.index["backbone_sha256"] != val.index["backbone_sha256"] or train.index["arch"] != val.index["arch"]:
-        raise ValueError(f"{train.folder} and {val.folder} come from different backbones "
+        raise DataError(f"{train.folder} and {val.folder} come from different backbones "
                          f"({train.index['arch']} {str(train.index['backbone_sha256'])[:12]} vs "
                          f"{val.index['arch']} {str(val.index['backbone_sha256'])[:12]})")
     if train.class_names != val.class_names:
-        raise ValueError(f"{train.folder} and {val.folder} have different class lists")
+        raise DataError(f"{train.folder} and {val.folder} have different class lists")
     if train.features.shape[1] != val.features.shape[1]:
-        raise ValueError(f"feature widths differ: {train.features.shape[1]} vs {val.features.shape[1]}")
+        raise DataError(f"feature widths differ: {train.features.shape[1]} vs {val.features.shape[1]}")
 
 
 def accuracy(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -189,7 +191,7 @@ def tokenizer_for(arch: str):
     spec = resolve_arch(arch)
     text_cfg = spec.model_cfg.get("text_cfg", {})
     if text_cfg.get("hf_tokenizer_name"):
-        raise ValueError(f"{arch}: text towers with Hugging Face tokenizers are not supported")
+        raise DataError(f"{arch}: text towers with Hugging Face tokenizers are not supported")
     if spec.config_path is not None:  # a JSON config: open_clip does not know the name
         from open_clip.tokenizer import SimpleTokenizer
         return SimpleTokenizer(context_length=int(text_cfg.get("context_length", 77)),
@@ -237,25 +239,40 @@ def zeroshot(cfg, val: VideoFeatures) -> dict[str, Any]:
         return {"method": "CLIP zero-shot", "top1": None, "top5": None, "skipped": reason}
     identity = backbone_identity(backbone)
     if identity["sha256"] != val.index["backbone_sha256"] or identity["arch"] != val.index["arch"]:
-        raise ValueError(f"--config builds backbone {identity['arch']} ({identity['weights']}), but {val.folder} was "
+        raise DataError(f"--config builds backbone {identity['arch']} ({identity['weights']}), but {val.folder} was "
                          f"extracted with {val.index['arch']} ({val.index['backbone']['weights']})")
     classifier = text_classifier(backbone, val.class_names, tokenizer_for(cfg.network.arch))
     scores = F.normalize(val.features, dim=1) @ classifier.T
     return {"method": f"CLIP zero-shot ({len(PROMPT_TEMPLATES)} prompts)", **accuracy(scores, val.labels)}
 
 
-def side_network_row(path: str | Path) -> dict[str, Any]:
-    """test.py's results.json as a table row."""
+def side_network_row(path: str | Path, val: VideoFeatures | None = None) -> dict[str, Any]:
+    """test.py's results.json as a table row; ``mismatch`` says when it was measured on other videos than ``val``
+    (the ids in the scores.npz next to it, or at least the count, are compared)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"side network results not found: {path}")
+        raise InputNotFoundError(f"side network results not found: {path}")
     results = json.loads(path.read_text())
     for key in ("top1", "top5"):
         if key not in results:
-            raise ValueError(f"{path}: no '{key}' (expected test.py's results.json)")
+            raise DataError(f"{path}: no '{key}' (expected test.py's results.json)")
     head = results.get("checkpoint", {}).get("head", "side4video")
-    return {"method": f"trained {head} ({results.get('protocol', '?')}, test.py)", "top1": results["top1"],
-            "top5": results["top5"], "source": str(path)}
+    row = {"method": f"trained {head} ({results.get('protocol', '?')}, test.py)", "top1": results["top1"],
+           "top5": results["top5"], "source": str(path), "mismatch": None}
+    if val is not None:
+        scores = path.with_name("scores.npz")
+        if scores.is_file():
+            import numpy as np
+            with np.load(scores, allow_pickle=False) as data:
+                tested = {str(v) for v in data["video_ids"]}
+            extracted = set(val.video_ids)
+            if tested != extracted:
+                row["mismatch"] = (f"{path} was measured on {len(tested)} videos and the features cover "
+                                   f"{len(extracted)}; {len(tested ^ extracted)} videos are in only one of them")
+        elif results.get("num_videos") not in (None, len(val.video_ids)):
+            row["mismatch"] = (f"{path} was measured on {results['num_videos']} videos, the features cover "
+                               f"{len(val.video_ids)}")
+    return row
 
 
 def run_baselines(train_dir: str | Path, val_dir: str | Path, *, methods: Sequence[str] = METHODS, k: int = 20,
@@ -278,9 +295,10 @@ def run_baselines(train_dir: str | Path, val_dir: str | Path, *, methods: Sequen
                               "train_videos": len(train.labels), "val_videos": len(val.labels),
                               "protocol": val.index["protocol"], "rows": rows}
     if side_results:
-        side = side_network_row(side_results)
+        side = side_network_row(side_results, val)
         best = max((r["top1"] for r in rows if r.get("top1") is not None), default=None)
-        side["gain_over_best_frozen"] = None if best is None else side["top1"] - best
+        comparable = best is not None and side["mismatch"] is None
+        side["gain_over_best_frozen"] = side["top1"] - best if comparable else None
         result["side_network"] = side
     return result
 
@@ -296,6 +314,8 @@ def print_report(result: dict[str, Any]) -> None:
     for r in result["rows"]:
         if r.get("skipped"):
             print(f"{r['method']} skipped: {r['skipped']}")
+    if side and side.get("mismatch"):
+        print(f"not compared: {side['mismatch']}")
     if side and side.get("gain_over_best_frozen") is not None:
         print(f"the side network adds {side['gain_over_best_frozen']:+.2f} top-1 over the best frozen-feature baseline")
 
@@ -317,18 +337,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.k < 1 or args.epochs < 1:
         parser.error("--k and --epochs must be positive")
     methods = METHODS if args.method == "all" else (args.method,)
-    try:
+
+    def body() -> int:
         with stdout_to_stderr() if args.json else contextlib.nullcontext():
             cfg = load_tool_config(args.config, args.opts) if args.config and "zeroshot" in methods else None
             result = run_baselines(args.features, args.val_features, methods=methods, k=args.k, epochs=args.epochs,
                                    cfg=cfg, side_results=args.side_results)
-    except (FileNotFoundError, ValueError) as exc:
-        return fail(str(exc))
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_report(result)
-    return 0
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            print_report(result)
+        return 0
+    return run_command(body, code=2)
 
 
 if __name__ == "__main__":

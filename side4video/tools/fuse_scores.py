@@ -27,7 +27,9 @@ from typing import Sequence
 import numpy as np
 
 from ..engine.metrics import summarize
-from ._common import fail, format_table
+from ..errors import DataError, InputNotFoundError
+from ..cli import run_command
+from ._common import format_table
 
 REQUIRED_FIELDS = ("scores", "labels", "video_ids")
 
@@ -53,23 +55,23 @@ def read_scores(path: str | Path) -> ScoreFile:
     """Read and check one score file (raises ValueError/FileNotFoundError naming the file and field)."""
     path = str(path)
     if not Path(path).is_file():
-        raise FileNotFoundError(f"score file not found: {path}")
+        raise InputNotFoundError(f"score file not found: {path}")
     try:
         data = dict(np.load(path, allow_pickle=False))
     except Exception as exc:
-        raise ValueError(f"{path}: not a readable npz file ({exc})") from exc
+        raise DataError(f"{path}: not a readable npz file ({exc})") from exc
     missing = [key for key in REQUIRED_FIELDS if key not in data]
     if missing:
-        raise ValueError(f"{path}: missing field(s) {missing}; expected a scores.npz written by test.py")
+        raise DataError(f"{path}: missing field(s) {missing}; expected a scores.npz written by test.py")
     scores, labels, ids = data["scores"], data["labels"], [str(v) for v in data["video_ids"].reshape(-1)]
     if scores.ndim != 2:
-        raise ValueError(f"{path}: 'scores' must be [videos, classes], got shape {scores.shape}")
+        raise DataError(f"{path}: 'scores' must be [videos, classes], got shape {scores.shape}")
     if not len(labels) == len(ids) == len(scores):
-        raise ValueError(f"{path}: 'scores' ({len(scores)}), 'labels' ({len(labels)}) and 'video_ids' ({len(ids)}) "
+        raise DataError(f"{path}: 'scores' ({len(scores)}), 'labels' ({len(labels)}) and 'video_ids' ({len(ids)}) "
                          "must have one entry per video")
     if len(set(ids)) != len(ids):
         duplicate = next(v for i, v in enumerate(ids) if v in ids[:i])
-        raise ValueError(f"{path}: video id {duplicate!r} appears more than once")
+        raise DataError(f"{path}: video id {duplicate!r} appears more than once")
 
     def scalar(key: str) -> str | None:
         return str(data[key].reshape(-1)[0]) if key in data and data[key].size else None
@@ -85,13 +87,13 @@ def check_compatible(files: Sequence[ScoreFile]) -> str | None:
     first = files[0]
     for other in files[1:]:
         if other.num_classes != first.num_classes:
-            raise ValueError(f"{other.path} has {other.num_classes} classes but {first.path} has {first.num_classes}")
+            raise DataError(f"{other.path} has {other.num_classes} classes but {first.path} has {first.num_classes}")
         if first.class_names and other.class_names and other.class_names != first.class_names:
             warnings.warn(f"{other.path}: class names differ from {first.path}; fusing by class index", stacklevel=2)
     kinds = {f.score_average for f in files if f.score_average is not None}
     if len(kinds) > 1:
         listing = ", ".join(f"{f.path}: {f.score_average}" for f in files if f.score_average is not None)
-        raise ValueError(f"cannot fuse probabilities with logits ({listing}); re-run test.py with the same --average")
+        raise DataError(f"cannot fuse probabilities with logits ({listing}); re-run test.py with the same --average")
     return kinds.pop() if kinds else None
 
 
@@ -104,7 +106,7 @@ def align(files: Sequence[ScoreFile], intersect: bool = False) -> tuple[list[str
         ids = set(other.video_ids)
         if ids != set(reference) and not intersect:
             only_here, only_there = sorted(ids - set(reference)), sorted(set(reference) - ids)
-            raise ValueError(f"{other.path} does not hold the same videos as {files[0].path}: "
+            raise DataError(f"{other.path} does not hold the same videos as {files[0].path}: "
                              f"{len(only_here)} only in {other.path} (e.g. {only_here[:3]}), {len(only_there)} only "
                              f"in {files[0].path} (e.g. {only_there[:3]}); use --intersect to fuse the common videos")
         common &= ids
@@ -113,7 +115,7 @@ def align(files: Sequence[ScoreFile], intersect: bool = False) -> tuple[list[str
         warnings.warn(f"--intersect: fusing the {len(order)} videos common to all files "
                       f"(inputs hold {', '.join(str(len(f.video_ids)) for f in files)})", stacklevel=2)
     if not order:
-        raise ValueError("the score files have no video in common")
+        raise DataError("the score files have no video in common")
     rows = []
     for f in files:
         position = {v: i for i, v in enumerate(f.video_ids)}
@@ -123,7 +125,7 @@ def align(files: Sequence[ScoreFile], intersect: bool = False) -> tuple[list[str
         differ = np.flatnonzero(f.labels[r] != labels)
         if differ.size:
             video = order[differ[0]]
-            raise ValueError(f"{f.path}: video {video!r} has label {f.labels[r][differ[0]]} but "
+            raise DataError(f"{f.path}: video {video!r} has label {f.labels[r][differ[0]]} but "
                              f"{labels[differ[0]]} in {files[0].path} ({differ.size} videos differ)")
     return order, rows
 
@@ -132,9 +134,9 @@ def fuse(arrays: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
     """Weighted mean of aligned ``[N, C]`` score arrays."""
     w = np.asarray(weights, dtype=np.float64)
     if len(w) != len(arrays):
-        raise ValueError(f"{len(w)} weights for {len(arrays)} score files")
+        raise DataError(f"{len(w)} weights for {len(arrays)} score files")
     if (w < 0).any() or w.sum() <= 0:
-        raise ValueError(f"weights must be non-negative with a positive sum, got {list(weights)}")
+        raise DataError(f"weights must be non-negative with a positive sum, got {list(weights)}")
     total = sum(wi * a.astype(np.float64) for wi, a in zip(w, arrays))
     return (total / w.sum()).astype(np.float32)
 
@@ -143,7 +145,7 @@ def fuse_files(paths: Sequence[str | Path], weights: Sequence[float] | None = No
                out: str | Path | None = None) -> dict:
     """Read, align and fuse score files; write ``out`` if given. Returns per-input and fused metrics."""
     if len(paths) < 2:
-        raise ValueError("give at least two score files to fuse")
+        raise DataError("give at least two score files to fuse")
     files = [read_scores(p) for p in paths]
     weights = list(weights) if weights is not None else [1.0] * len(files)
     average = check_compatible(files)
@@ -212,15 +214,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="fuse the videos common to all files instead of requiring identical sets")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> int:
         result = fuse_files(args.scores, args.weights, intersect=args.intersect, out=args.out)
-    except (FileNotFoundError, ValueError) as exc:
-        return fail(str(exc))
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_table(result)
-    return 0
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            print_table(result)
+        return 0
+    return run_command(body, code=2)
 
 
 if __name__ == "__main__":

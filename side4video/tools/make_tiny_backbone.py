@@ -14,6 +14,9 @@ from typing import Sequence
 
 import torch
 
+# The tiny open_clip config shipped with the package (4 layers, width 64, patch 8, 64 px) that the toy configs use.
+TINY_CLIP_CONFIG = Path(__file__).resolve().parents[1] / "assets" / "tiny_clip.json"
+
 
 def make_tiny_backbone(config: str | Path, out: str | Path, *, seed: int = 0) -> Path:
     """Random open_clip weights for ``config`` written to ``out`` (``.safetensors``, or a ``.pt/.pth/.bin``

@@ -1,14 +1,14 @@
 """Top-k class predictions of a trained checkpoint for a video, a frame folder or a folder of videos.
 
-    python -m side4video.tools.predict VIDEO_OR_DIR --config CFG.yaml --weights CKPT [--topk 5]
+    python -m side4video.tools.predict VIDEO_OR_DIR --weights CKPT [--config CFG.yaml] [--topk 5]
                                        [--test_crops N] [--test_clips K] [--json] [--opts ...]
 
 The input is one video file, one frame folder (holding ``data.image_tmpl.format(1)``, e.g. ``img_00001.jpg``)
 or a folder searched recursively for video files (by extension). The videos go through the test pipeline
-itself: a one-off annotation list read by ``build_dataset(split='test')`` (same decoders, frame sampling,
-crops and clips) and ``collect_scores`` (per-view softmax, then the mean over views), so a video gets
-exactly the scores test.py gives it with the same config and views. Unreadable videos are reported
-one by one; the exit status is 1 when any was unreadable.
+itself: the found videos are handed to ``build_dataset(split='test')`` as records (same decoders, frame sampling,
+crops and clips) and scored by ``collect_scores`` (per-view softmax, then the mean over views), so a video gets
+exactly the scores test.py gives it with the same config and views. Without ``--config`` the config stored in
+the checkpoint is used. Unreadable videos are reported one by one; the exit status is 1 when any was unreadable.
 """
 from __future__ import annotations
 
@@ -17,21 +17,23 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from ._common import add_config_arguments, default_device, fail, load_tool_config, stdout_to_stderr, use_eval_list
+from ..cli import positive_int, run_command
+from ..data.lists import VideoRecord
+from ..errors import DataError, InputNotFoundError
+from ._common import add_config_arguments, default_device, stdout_to_stderr
 
 
 @dataclass
 class PredictInput:
-    """What was found at the path the user gave: list lines relative to ``root``, and how to show each entry."""
+    """What was found at the path the user gave: records relative to ``root``, and how to show each entry."""
     root: str
-    lines: list[str]
+    records: list[VideoRecord]
     shown: list[str]
     problems: list[dict[str, Any]] = field(default_factory=list)   # entries that cannot even be listed
 
@@ -51,13 +53,14 @@ def find_inputs(path: str | Path, image_tmpl: str) -> PredictInput:
     path = Path(path)
     if path.is_file():
         if not is_video_file(path.name):
-            raise ValueError(f"{path} is not a video file (extensions: {', '.join(sorted(VIDEO_EXTENSIONS))})")
-        return PredictInput(str(path.parent), [f"{path.name} 0"], [str(path)])
+            raise DataError(f"{path} is not a video file (extensions: {', '.join(sorted(VIDEO_EXTENSIONS))})")
+        return PredictInput(str(path.parent), [VideoRecord(path.name, None, 0, True)], [str(path)])
     if not path.is_dir():
-        raise FileNotFoundError(f"no such video, frame folder or directory: {path}")
+        raise InputNotFoundError(f"no such video, frame folder or directory: {path}")
     if (path / image_tmpl.format(1)).is_file():
         folder = path.resolve()  # '.' or 'clip/' have no usable name of their own
-        return PredictInput(str(folder.parent), [f"{folder.name} {count_frames(folder, image_tmpl)} 0"], [str(path)])
+        record = VideoRecord(folder.name, count_frames(folder, image_tmpl), 0, False)
+        return PredictInput(str(folder.parent), [record], [str(path)])
     found = PredictInput(str(path), [], [])
     for folder, subfolders, files in os.walk(path):
         subfolders.sort()
@@ -65,14 +68,10 @@ def find_inputs(path: str | Path, image_tmpl: str) -> PredictInput:
             if not is_video_file(name):
                 continue
             relative = os.path.relpath(os.path.join(folder, name), path)
-            if "\n" in relative or "\r" in relative:  # cannot be written as a list line
-                found.problems.append({"video": os.path.join(folder, name), "predictions": [],
-                                       "error": "line break in the file name"})
-                continue
-            found.lines.append(f"{relative} 0")
+            found.records.append(VideoRecord(relative, None, 0, True, line=len(found.records) + 1))
             found.shown.append(os.path.join(str(path), relative))
-    if not found.lines and not found.problems:
-        raise ValueError(f"{path}: no video files found (extensions: {', '.join(sorted(VIDEO_EXTENSIONS))}), "
+    if not found.records and not found.problems:
+        raise DataError(f"{path}: no video files found (extensions: {', '.join(sorted(VIDEO_EXTENSIONS))}), "
                          f"and it is not a frame folder (no {image_tmpl.format(1)})")
     return found
 
@@ -93,7 +92,7 @@ def predict(cfg, weights: str | Path, path: str | Path, *, topk: int = 5, test_c
     """Per input video: ``{"video", "predictions": [{"class_id", "name", "prob"}], "error"}``, in input order."""
     found = find_inputs(path, cfg.data.image_tmpl)
     results: list[dict[str, Any]] = [{"video": shown, "predictions": [], "error": None} for shown in found.shown]
-    if found.lines:
+    if found.records:
         scores, class_names = score_videos(cfg, weights, found, test_crops=test_crops, test_clips=test_clips,
                                            average=average, batch_size=batch_size, workers=workers,
                                            max_views=max_views, progress=progress)
@@ -111,26 +110,26 @@ def score_videos(cfg, weights: str | Path, found: PredictInput, *, test_crops: i
     from ..engine.builders import backbone_from_config, load_trainable_weights, model_from_config
     from ..engine.distributed import prepare_accelerator_env
     from ..engine.evaluator import collect_scores
+    from ..models import create_assembler
     prepare_accelerator_env()  # checkpoint loading imports DeepSpeed, which warns when it must guess the device
     device = default_device()
     backbone = backbone_from_config(cfg, device)
     model = model_from_config(cfg, backbone)
-    load_trainable_weights(model, weights, backbone)
+    load_trainable_weights(model, weights, backbone, cfg)
     model.to(device).eval()
-    with tempfile.TemporaryDirectory(prefix="side4video_predict_") as tmp:
-        # the test split reads an annotation list: a one-off list of the inputs (label 0: unknown, unused)
-        list_file = Path(tmp) / "inputs.txt"
-        list_file.write_text("".join(line + "\n" for line in found.lines), encoding="utf-8")
-        use_eval_list(cfg, list_file, found.root)
-        dataset = build_dataset(cfg.data, "test", test_crops=test_crops, test_clips=test_clips, seed=cfg.seed)
-        workers = min(int(cfg.data.workers if workers is None else workers), len(dataset) - 1)
-        loader = build_loader(dataset, batch_size=int(batch_size or cfg.data.batch_size),
-                              sampler=ShardedEvalSampler(len(dataset)), num_workers=max(workers, 0),
-                              collate_fn=collate_eval)
-        scores = collect_scores(backbone, model, loader, device, mean=cfg.data.mean, std=cfg.data.std,
-                                average=average, max_views_per_forward=max_views,
-                                precision=cfg.solver.precision, progress=progress, desc="predict",
-                                flip_permutation=dataset.flip_permutation())
+    # label 0 stands for "unknown": the records only carry paths to the test pipeline
+    assembler = create_assembler(cfg.network.assembler)
+    dataset = build_dataset(cfg.data, "test", test_crops=test_crops, test_clips=test_clips, seed=cfg.seed,
+                            records=found.records, root=found.root, sampler=assembler.frame_sampler(cfg.data))
+    workers = min(int(cfg.data.workers if workers is None else workers), len(dataset) - 1)
+    loader = build_loader(dataset, batch_size=int(batch_size or cfg.data.batch_size),
+                          sampler=ShardedEvalSampler(len(dataset)), num_workers=max(workers, 0),
+                          collate_fn=assembler.collate_fn(False) or collate_eval)
+    scores = collect_scores(backbone, model, loader, device, mean=cfg.data.mean, std=cfg.data.std,
+                            average=average, max_views_per_forward=max_views,
+                            precision=cfg.solver.precision, progress=progress, desc="predict",
+                            flip_permutation=dataset.flip_permutation(),
+                            assembler=assembler)
     return scores, dataset.class_names
 
 
@@ -150,32 +149,34 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      epilog="Class names come from data.label_list; views default to the config's "
                                             "data.test_crops / data.test_clips, as in test.py.")
     parser.add_argument("input", metavar="VIDEO_OR_DIR", help="a video file, a frame folder, or a folder of videos")
-    add_config_arguments(parser)
-    parser.add_argument("--weights", required=True, help="trained checkpoint (checkpoints/best.pt) or a state dict")
-    parser.add_argument("--topk", type=int, default=5, help="classes shown per video (default: 5)")
+    add_config_arguments(parser, required=False)
+    parser.add_argument("--weights", required=True, help="trained checkpoint (checkpoints/best.pt); its stored "
+                                                         "config is used when --config is left out")
+    parser.add_argument("--topk", type=positive_int, default=5, help="classes shown per video (default: 5)")
     parser.add_argument("--test_crops", type=int, default=None, choices=(1, 3, 5, 10),
                         help="spatial crops per clip (default: data.test_crops)")
-    parser.add_argument("--test_clips", type=int, default=None,
+    parser.add_argument("--test_clips", type=positive_int, default=None,
                         help="temporal clips per video (default: data.test_clips)")
     parser.add_argument("--average", default="prob", choices=("prob", "logit"),
                         help="prob: softmax per view then mean (as test.py); logit: mean of logits, shown as softmax")
-    parser.add_argument("--batch_size", type=int, default=None, help="videos per forward (default: data.batch_size)")
+    parser.add_argument("--batch_size", type=positive_int, default=None,
+                        help="videos per forward (default: data.batch_size)")
     parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: data.workers)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON list of {video, predictions: [{class_id, name, prob}], error}, "
                              "and nothing else, on stdout")
     args = parser.parse_args(argv)
-    if args.topk < 1:
-        parser.error("--topk must be at least 1")
-    try:
-        # in --json mode, whatever libraries print goes to stderr; stdout carries the document only
-        with stdout_to_stderr() if args.json else contextlib.nullcontext():
-            cfg = load_tool_config(args.config, args.opts)
-            results = predict(cfg, args.weights, args.input, topk=args.topk, test_crops=args.test_crops,
-                              test_clips=args.test_clips, average=args.average, batch_size=args.batch_size,
-                              workers=args.workers)
-    except (FileNotFoundError, ValueError) as exc:
-        return fail(str(exc))
+    return run_command(lambda: _run(args), code=2)
+
+
+def _run(args) -> int:
+    from ..engine.builders import config_for_checkpoint
+    # in --json mode, whatever libraries print goes to stderr; stdout carries the document only
+    with stdout_to_stderr() if args.json else contextlib.nullcontext():
+        cfg = config_for_checkpoint(args.weights, args.config, args.opts)
+        results = predict(cfg, args.weights, args.input, topk=args.topk, test_crops=args.test_crops,
+                          test_clips=args.test_clips, average=args.average, batch_size=args.batch_size,
+                          workers=args.workers)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

@@ -161,8 +161,8 @@ def test_mismatched_weights_are_listed(tmp_path):
     with pytest.raises(WeightMismatchError) as err:
         create_backbone(TINY_CLIP_JSON, pretrained=tmp_path / "eva.pt")
     message = str(err.value)
-    assert "missing from the file" in message and "visual.conv1.weight" in message
-    assert "unexpected in the file" in message and "visual.trunk" in message
+    assert "missing from the file" in message and "visual.conv1.weight" in err.value.missing
+    assert "unexpected in the file" in message and "visual.trunk" in message and "\n" not in message
 
     state = tiny_open_clip().state_dict()
     state["visual.positional_embedding"] = torch.zeros(50, 64)
@@ -172,7 +172,7 @@ def test_mismatched_weights_are_listed(tmp_path):
         create_backbone(TINY_CLIP_JSON, pretrained=tmp_path / "bad.pt")
     message = str(err.value)
     assert "visual.positional_embedding: file (50, 64) vs model (65, 64)" in message
-    assert "visual.ln_post.weight" in message
+    assert "visual.ln_post.weight" in message and err.value.missing == ["visual.ln_post.weight"]
 
 
 def test_unreadable_weight_file(tmp_path):
@@ -246,3 +246,46 @@ def test_image_tower_only_weight_file(tmp_path):
     with pytest.raises(WeightMismatchError) as err:
         create_backbone(TINY_CLIP_JSON, pretrained=tmp_path / "visual_only.pt", keep_text_tower=True)
     assert err.value.missing and not any(k.startswith("visual.") for k in err.value.missing)
+
+
+def _block_outputs(blocks, run):
+    """Every block's output during ``run()``, captured with forward hooks (batch-first [B, L, W])."""
+    outputs = []
+    hooks = [block.register_forward_hook(lambda module, args, out: outputs.append(out)) for block in blocks]
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return outputs
+
+
+@pytest.mark.parametrize("config", [TINY_CLIP_JSON, TINY_EVA_JSON])
+def test_taps_are_bit_identical_to_the_blocks_outputs(config, quiet_random_weights):
+    """The public forward_intermediates taps are exactly each block's output in a plain encode_image pass
+    (the loop through the blocks that the taps replaced)."""
+    encoder = create_backbone(config, pretrained=False)
+    visual = encoder.model.visual
+    blocks = visual.trunk.blocks if hasattr(visual, "trunk") else visual.transformer.resblocks
+    batch_first = hasattr(visual, "trunk") or visual.transformer.batch_first
+    expected = _block_outputs(blocks, lambda: encoder.encode_image(IMAGES))
+    if not batch_first:
+        expected = [x.transpose(0, 1) for x in expected]
+    taps = encoder.tap(IMAGES, layers="all", embedding=True)
+    for i, (cls, patches) in enumerate(zip(taps.cls_tokens, taps.patch_tokens)):
+        assert torch.equal(cls, expected[i][:, :1]) and torch.equal(patches, expected[i][:, 1:]), f"layer {i}"
+    assert torch.equal(taps.embedding, encoder.encode_image(IMAGES))
+    early = encoder.tap(IMAGES, layers=[1], embedding=False)
+    assert torch.equal(early.patch_tokens[0], expected[1][:, 1:]) and early.embedding is None
+
+
+def test_backbone_precision_holds_under_the_callers_autocast(quiet_random_weights):
+    """network.backbone_precision: an fp32 backbone computes in fp32 even inside the training autocast."""
+    encoder = create_backbone(TINY_CLIP_JSON, pretrained=False, precision="fp32")
+    plain = encoder.tap(IMAGES, layers=[0, 3])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = encoder.tap(IMAGES, layers=[0, 3])
+        embedding = encoder.encode_image(IMAGES)
+    assert inside.patch_tokens[0].dtype == torch.float32 and embedding.dtype == torch.float32
+    assert torch.equal(inside.patch_tokens[1], plain.patch_tokens[1]) and torch.equal(inside.embedding, plain.embedding)

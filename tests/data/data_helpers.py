@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 from dotmap import DotMap
 
+from side4video.config import config_section
+
 PNG_TMPL = "{:05d}.png"  # lossless frames: tests can read exact pixel values back
 
 
@@ -24,12 +26,13 @@ def write_list(path, lines) -> str:
 
 
 def make_data_cfg(**overrides) -> DotMap:
+    """A validated data section (schema defaults + these values); grayscale off unless a test asks for it."""
     cfg = dict(num_classes=3, num_segments=4, input_size=32, scale_size=40, image_tmpl=PNG_TMPL,
-               train_crop="random_resized", flip=True, max_retries=3)
+               train_crop="random_resized", flip=True, max_retries=3, grayscale=0.0)
     cfg.update(overrides)
-    return DotMap(cfg)
+    return config_section("data", cfg)
 
 
 def override(cfg: DotMap, **changes) -> DotMap:
-    """A copy of ``cfg`` with some keys changed."""
-    return DotMap({**cfg.toDict(), **changes})
+    """A validated copy of ``cfg`` with some keys changed."""
+    return config_section("data", {**cfg.toDict(), **changes})

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from data_helpers import PNG_TMPL, coded_frames, make_data_cfg, write_list
-from side4video.data import BadSampleTracker, build_dataset, build_loader
+from side4video.data import BadSampleTracker, TooManyUnreadableInputs, build_dataset, build_loader
 from side4video.data import dataset as dataset_module
 from side4video.data.decoders import DecordReader, PyAVReader, VideoReadError
 from side4video.data.toy import write_frame_folder, write_video
+from side4video.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +104,11 @@ def test_training_gives_up_after_max_retries(tmp_path, broken_videos):
     root, _ = broken_videos
     list_file = write_list(tmp_path / "train.txt", ["empty.mp4 0", "text.mp4 1"])
     ds = build_dataset(make_data_cfg(train_root=str(root), train_list=list_file, max_retries=3), "train")
-    with pytest.raises(RuntimeError, match=r"(?s)3 replacements are all unreadable.*empty.mp4.*text.mp4"):
+    with pytest.raises(TooManyUnreadableInputs, match=r"3 replacements are all unreadable.*empty.mp4.*text.mp4") \
+            as error:
         ds[0]
+    assert isinstance(error.value, DataError) and isinstance(error.value, RuntimeError)  # RuntimeError as before
+    assert "data.max_retries=3" in str(error.value) and "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("backend", ["decord", "pyav"])
@@ -150,5 +154,7 @@ def test_bad_sample_tracker():
     assert summary.startswith("3 unreadable inputs for 100 samples (3.00%)")
     assert "a.mp4: empty file (0 bytes) (x2)" in summary
     tracker.check(0.05)
-    with pytest.raises(RuntimeError, match=r"(?s)exceeds data.max_bad_fraction=0.01.*check_videos"):
+    with pytest.raises(TooManyUnreadableInputs, match=r"exceeds data.max_bad_fraction=0.01.*check_videos") as error:
         tracker.check(0.01)
+    assert isinstance(error.value, DataError) and "\n" not in str(error.value)
+    assert "e.g. a.mp4: empty file (0 bytes) (x2); b.mp4: file not found" in str(error.value)

@@ -5,6 +5,7 @@ import torch
 from data_helpers import override, write_list
 from side4video.data import (TrainSampler, VideoDataset, build_dataset, build_loader, collate_eval,
                              collate_train)
+from side4video.errors import ConfigError, DataError, InputNotFoundError
 
 
 def frame_codes(frames: torch.Tensor) -> list[int]:
@@ -24,7 +25,7 @@ def test_train_sample_layout(frames_data):
 
 
 def test_val_is_one_centre_view_and_test_is_clip_major(frames_data):
-    cfg = override(frames_data, test_crops=3, test_clips=2)
+    cfg = override(frames_data, test_crops=3, test_clips=2, sampling_protocol="tsn")
     val = build_dataset(cfg, "val")[0]
     assert val["frames"].shape == (1, 4, 3, 32, 32)
     # val: middle of each segment of 20 frames, T=4 -> 2, 7, 12, 17
@@ -44,11 +45,34 @@ def test_val_is_one_centre_view_and_test_is_clip_major(frames_data):
     assert overridden["frames"].shape == (3, 4, 3, 32, 32)
 
 
+@pytest.mark.parametrize("protocol, val, clips", [
+    # F = 20, T = 4. kinetics: int(5 i); test shifts int(linspace(0, 4, 2)) = 0, 4
+    ("kinetics", [0, 5, 10, 15], [[0, 5, 10, 15], [4, 9, 14, 19]]),
+    # sth: seg 4.75, lefts int(round(4.75 i)) = 0, 5, 10 (9.5 -> 10), 14; val + int(2.375), test + int(1.58), int(3.17)
+    ("sth", [2, 7, 12, 16], [[1, 6, 11, 15], [3, 8, 13, 17]]),
+    ("auto", [0, 5, 10, 15], [[0, 5, 10, 15], [4, 9, 14, 19]]),  # dataset 'custom' -> kinetics
+])
+def test_reference_protocols_in_the_dataset(frames_data, protocol, val, clips):
+    cfg = override(frames_data, test_clips=2, sampling_protocol=protocol)
+    assert frame_codes(build_dataset(cfg, "val")[0]["frames"][0]) == val
+    test = build_dataset(cfg, "test")[0]["frames"]
+    assert [frame_codes(view) for view in test] == clips
+    train = build_dataset(override(cfg, random_shift=False), "train")[0]["frames"][0]
+    assert frame_codes(train) == val  # random_shift False: the validation rule
+
+
 def test_dense_override(frames_data):
-    cfg = override(frames_data, sampling_rate=3)
+    cfg = override(frames_data, sampling_rate=3, sampling_protocol="tsn")
     sample = build_dataset(cfg, "val", dense=True)[0]
     # F=20, T=4, rate 3: window start (20 - 12) // 2 = 4
     assert frame_codes(sample["frames"][0]) == [4, 7, 10, 13]
+    # reference protocols: stride dense_range // T; 12 // 4 = 3, the same middle window
+    cfg = override(frames_data, dense_range=12, sampling_protocol="kinetics")
+    assert frame_codes(build_dataset(cfg, "val", dense=True)[0]["frames"][0]) == [4, 7, 10, 13]
+    # default range 128 > F: start 0, stride 32, wrapping mod 20
+    cfg = override(frames_data, sampling="dense", sampling_protocol="sth")
+    assert frame_codes(build_dataset(cfg, "val")[0]["frames"][0]) == [0, 12, 4, 16]
+    assert frame_codes(build_dataset(cfg, "train")[0]["frames"][0]) == [0, 12, 4, 16]
 
 
 def test_flip_swaps_paired_labels_only_and_mirrors_frames(tmp_path, frames_data):
@@ -136,14 +160,20 @@ def test_class_names_and_config_errors(tmp_path, frames_data):
     labels = write_list(tmp_path / "labels.csv", ["id,name", "0,a", "1,b", "2,c"])
     assert build_dataset(override(frames_data, label_list=labels), "val").class_names == \
         ["a", "b", "c"]
-    with pytest.raises(ValueError, match="names 3 classes but data.num_classes is 4"):
+    with pytest.raises(DataError, match="names 3 classes but data.num_classes is 4"):
         build_dataset(override(frames_data, label_list=labels, num_classes=4), "val")
-    with pytest.raises(NotImplementedError, match="data.rand_erase"):
-        build_dataset(override(frames_data, rand_erase=True), "train")
-    with pytest.raises(FileNotFoundError, match=r"data.train_root directory not found: .*missing_root"):
+    with pytest.raises(ConfigError, match="data.rand_erase"):  # refused by the config, before any dataset
+        override(frames_data, rand_erase=True)
+    with pytest.raises(InputNotFoundError, match=r"data.train_root directory not found: .*missing_root"):
         build_dataset(override(frames_data, train_root=str(tmp_path / "missing_root")),
                       "train")
-    with pytest.raises(FileNotFoundError, match="no_list.txt"):
+    with pytest.raises(InputNotFoundError, match="no_list.txt"):
         build_dataset(override(frames_data, val_list=str(tmp_path / "no_list.txt")), "val")
-    with pytest.raises(ValueError, match="flip_pairs label 7"):
+    with pytest.raises(InputNotFoundError, match="nolabels.csv"):
+        build_dataset(override(frames_data, label_list=str(tmp_path / "nolabels.csv")), "val")
+    with pytest.raises(DataError, match=r"data.flip_pairs: label 7 is outside \[0, 3\)"):
         build_dataset(override(frames_data, flip_pairs=[[0, 7]]), "train")
+    with pytest.raises(DataError, match="data.flip_pairs: label 1 is listed twice"):
+        build_dataset(override(frames_data, flip_pairs=[[0, 1], [1, 2]]), "train")
+    with pytest.raises(ConfigError, match="data.train_list is not set"):
+        build_dataset(override(frames_data, train_list=""), "train")

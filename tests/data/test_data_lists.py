@@ -1,9 +1,12 @@
 """Annotation-list and label-CSV parsing, and their start-up errors."""
+import logging
+
 import pytest
 
 from data_helpers import write_list
 from side4video.data import read_annotation_list, read_label_names
-from side4video.data.lists import VideoRecord, format_record
+from side4video.data.lists import VideoRecord, find_duplicates, format_record
+from side4video.errors import DataError, InputNotFoundError
 
 
 def test_frame_folder_lines(tmp_path):
@@ -36,28 +39,28 @@ def test_frame_folder_with_space_in_path(tmp_path):
 ])
 def test_malformed_line_names_file_and_line(tmp_path, bad_line, message):
     path = write_list(tmp_path / "train list.txt", ["ok 10 0", "", bad_line])
-    with pytest.raises(ValueError, match=message) as error:
+    with pytest.raises(DataError, match=message) as error:
         read_annotation_list(path)
-    assert f"{path}:3" in str(error.value)
+    assert f"{path}:3" in str(error.value) and "\n" not in str(error.value)
 
 
 def test_label_out_of_range_names_file_and_line(tmp_path):
     path = write_list(tmp_path / "l.txt", ["a 10 0", "b 10 5", "c 10 1"])
-    with pytest.raises(ValueError, match=r"l\.txt:2: label 5 is outside \[0, 5\)"):
+    with pytest.raises(DataError, match=r"l\.txt:2: label 5 is outside \[0, 5\)"):
         read_annotation_list(path, num_classes=5)
     assert len(read_annotation_list(path, num_classes=6)) == 3
 
 
 def test_mixed_list_is_an_error(tmp_path):
     path = write_list(tmp_path / "l.txt", ["a 10 0", "b.mp4 1"])
-    with pytest.raises(ValueError, match=r"l\.txt:2: .*video file.*line 1.*frame folder"):
+    with pytest.raises(DataError, match=r"l\.txt:2: .*video file.*line 1.*frame folder"):
         read_annotation_list(path)
 
 
 def test_missing_and_empty_lists(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.txt"):
+    with pytest.raises(InputNotFoundError, match="nope.txt"):
         read_annotation_list(str(tmp_path / "nope.txt"))
-    with pytest.raises(ValueError, match=r"empty\.txt:1: .*no entries"):
+    with pytest.raises(DataError, match=r"empty\.txt:1: .*no entries"):
         read_annotation_list(write_list(tmp_path / "empty.txt", ["", "  "]))
 
 
@@ -67,7 +70,26 @@ def test_label_names_with_and_without_header(tmp_path):
     assert read_label_names(with_header) == ["Approaching something with your camera",
                                              "Pushing something from left to right", "a, b"]
     assert read_label_names(write_list(tmp_path / "b.csv", ["0,x", "1,y"])) == ["x", "y"]
-    with pytest.raises(ValueError, match=r"c\.csv: class ids must be 0\.\.1"):
+    with pytest.raises(DataError, match=r"c\.csv: class ids must be 0\.\.1"):
         read_label_names(write_list(tmp_path / "c.csv", ["0,x", "2,y"]))
-    with pytest.raises(ValueError, match=r"d\.csv:3: class id 'z'"):
+    with pytest.raises(DataError, match=r"d\.csv:3: class id 'z'"):
         read_label_names(write_list(tmp_path / "d.csv", ["id,name", "0,x", "z,y"]))
+    with pytest.raises(DataError, match=r"e\.csv:2: duplicate class id 0"):
+        read_label_names(write_list(tmp_path / "e.csv", ["0,x", "0,y"]))
+    with pytest.raises(InputNotFoundError, match="missing.csv"):
+        read_label_names(str(tmp_path / "missing.csv"))
+
+
+def test_duplicate_entries_are_kept_with_one_warning(tmp_path, caplog):
+    path = write_list(tmp_path / "dup list.txt", ["a.mp4 0", "b.mp4 1", "", "a.mp4 0", "c.mp4 2", "b.mp4 1"])
+    with caplog.at_level(logging.WARNING, logger="side4video"):
+        records = read_annotation_list(path)
+    assert [r.path for r in records] == ["a.mp4", "b.mp4", "a.mp4", "c.mp4", "b.mp4"]
+    assert find_duplicates(records) == {"a.mp4": [1, 4], "b.mp4": [2, 6]}
+    messages = [r.getMessage() for r in caplog.records if r.name == "side4video"]
+    assert len(messages) == 1
+    assert path in messages[0] and "2 duplicate entries" in messages[0] and "'a.mp4' on lines 1, 4" in messages[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="side4video"):
+        read_annotation_list(write_list(tmp_path / "unique.txt", ["a.mp4 0", "b.mp4 0"]))
+    assert not caplog.records

@@ -1,4 +1,7 @@
-"""Exact frame indices of every sampling mode (0-based; frame file = index + 1)."""
+"""Exact frame indices of the tsn protocol (TSN/TSM rules; 0-based, frame file = index + 1).
+
+The reference's sth / kinetics protocols are tested in test_data_sampling_reference.py.
+"""
 import numpy as np
 import pytest
 
@@ -90,3 +93,17 @@ def test_indices_stay_in_range(num_frames, seg_length):
         assert train.shape == (8 * seg_length,) and 0 <= train.min() and train.max() < num_frames
     test = sampler.test(num_frames, num_clips=3)
     assert test.shape == (3, 8 * seg_length) and 0 <= test.min() and test.max() < num_frames
+
+
+def test_tsn_train_never_reaches_the_last_f_mod_t_frames():
+    """Documents TSN's truncated segments: with avg = F // T, frames T * avg .. F - 1 are never drawn."""
+    sampler = FrameSampler(8, protocol="tsn")
+    seen = set()
+    for seed in range(500):
+        seen.update(sampler.train(47, np.random.default_rng(seed)).tolist())
+    assert seen == set(range(40))  # 47 // 8 = 5: frames 40..46 are out of reach
+
+
+def test_tsn_is_the_default_protocol_of_the_sampler_class():
+    assert FrameSampler(8).protocol == "tsn"
+    np.testing.assert_array_equal(FrameSampler(8).validation(24), [1, 4, 7, 10, 13, 16, 19, 22])

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from side4video.data.transforms import (ClipRandAugment, EvalViews, TrainAugmentation, default_scale_size,
-                                        eval_crop_geometry, multiscale_box, normalize_frames, random_resized_box,
+from side4video.data.transforms import (ClipRandAugment, EvalViews, TrainAugmentation, default_flip_pairs,
+                                        default_grayscale, default_scale_size, eval_crop_geometry, multiscale_box,
+                                        normalize_frames, random_resized_box, resolve_flip_pairs, resolve_grayscale,
                                         resolve_scale_size, scaled_shape, to_grayscale)
 from data_helpers import coded_frames
 
@@ -21,42 +22,106 @@ def view_origin(view: torch.Tensor) -> tuple[int, int]:
 def test_scale_rules():
     assert default_scale_size(224, "k400") == 256
     assert default_scale_size(224, "somethingv2") == (256, 320)
+    assert default_scale_size(224, "ssv2") == (256, 320)  # missed before the one SS test
+    assert default_scale_size(224, "smth") == (256, 320)
     assert default_scale_size(112, "sthv1") == (128, 160)
+    assert default_scale_size(112, "k400") == 128  # proportional (the reference would use 112)
     assert resolve_scale_size([240, 320], 224) == (240, 320)
-    with pytest.raises(ValueError, match="smaller than data.input_size"):
-        resolve_scale_size(200, 224)
+    assert resolve_scale_size(None, 224, "SSv2") == (256, 320)
+    assert resolve_scale_size(300, 224) == 300
     assert scaled_shape(240, 320, 256) == (256, 341)
     assert scaled_shape(320, 240, 256) == (341, 256)
     assert scaled_shape(240, 320, (256, 320)) == (256, 320)
 
 
-def test_one_crop_is_the_centre_after_scaling():
-    assert eval_crop_geometry(480, 640, 224, 256, 1) == ((256, 341), [(16, 58, False)])
+def boxes(height, width, input_size, scale, crops, three_crop="reference"):
+    return eval_crop_geometry(height, width, input_size, scale, crops, three_crop)
+
+
+def test_one_crop_is_torchvisions_centre_after_scaling():
+    # (256, 341): top round(32 / 2) = 16, left round(117 / 2) = round(58.5) = 58 (half to even)
+    assert boxes(480, 640, 224, 256, 1) == ((256, 341), [(16, 58, False)])
+    assert boxes(640, 480, 224, 256, 1) == ((341, 256), [(58, 16, False)])  # portrait
+    assert boxes(240, 320, 224, (256, 320), 1) == ((256, 320), [(16, 48, False)])
+    # W - S = 7: round(3.5) = 4, where (W - S) // 2 would be 3; W - S = 5: round(2.5) = 2
+    assert boxes(40, 39, 32, (40, 39), 1) == ((40, 39), [(4, 4, False)])
+    assert boxes(37, 40, 32, (37, 40), 1) == ((37, 40), [(2, 4, False)])
     # scale 40 keeps a 40x50 frame as is, so pixel coordinates can be read back exactly
     views, flipped = EvalViews(32, 40, 1)(as_clip(coded_frames(2, 40, 50)))
     assert views.shape == (1, 2, 3, 32, 32) and flipped == [False]
     assert view_origin(views[0]) == (4, 9)
+    views, _ = EvalViews(32, (40, 39), 1)(as_clip(coded_frames(2, 40, 39)))
+    assert view_origin(views[0]) == (4, 4)
 
 
-def test_three_crops_span_the_long_side_at_input_size():
+def test_three_crops_reference_full_res_sample():
+    # GroupFullResSample on the frame scaled by the scale rule: w = (W - S) // 4, h = (H - S) // 4,
+    # (top, left) = (2h, 0), (2h, 4w), (2h, 2w): left, right, centre
+    no_flip = [False] * 3
+    assert boxes(240, 320, 224, (256, 320), 3) == ((256, 320), list(zip([16] * 3, [0, 96, 48], no_flip)))
+    # (256, 341): W - S = 117 is not a multiple of 4: w = 29, right crop at 116 (not 117), centre 58
+    assert boxes(480, 640, 224, 256, 3) == ((256, 341), list(zip([16] * 3, [0, 116, 58], no_flip)))
+    # portrait (341, 256): the same formula, no top/centre/bottom switch: h = 29, w = 8
+    assert boxes(640, 480, 224, 256, 3) == ((341, 256), list(zip([58] * 3, [0, 32, 16], no_flip)))
+    # pixels: landscape 40x50, w = 18 // 4 = 4, h = 8 // 4 = 2
+    views, flipped = EvalViews(32, 40, 3)(as_clip(coded_frames(2, 40, 50)))
+    assert [view_origin(v) for v in views] == [(4, 0), (4, 16), (4, 8)] and flipped == no_flip
+    # portrait 50x40: h = 4, w = 2
+    views, _ = EvalViews(32, 40, 3)(as_clip(coded_frames(2, 50, 40)))
+    assert [view_origin(v) for v in views] == [(8, 0), (8, 8), (8, 4)]
+    assert EvalViews(32, 40, 3).three_crop == "reference"
+
+
+def test_three_crops_full_height_span_the_long_side_at_input_size():
     # landscape 32x50: short side already 32 -> left, centre, right
-    views, flipped = EvalViews(32, 40, 3)(as_clip(coded_frames(2, 32, 50)))
+    views, flipped = EvalViews(32, 40, 3, three_crop="full_height")(as_clip(coded_frames(2, 32, 50)))
     assert [view_origin(v) for v in views] == [(0, 0), (0, 9), (0, 18)] and flipped == [False] * 3
     # portrait 50x32 -> top, centre, bottom
-    views, _ = EvalViews(32, 40, 3)(as_clip(coded_frames(2, 50, 32)))
+    views, _ = EvalViews(32, 40, 3, three_crop="full_height")(as_clip(coded_frames(2, 50, 32)))
     assert [view_origin(v) for v in views] == [(0, 0), (9, 0), (18, 0)]
     # geometry of a real-sized frame: short side scaled to the input size, not to scale_size
-    assert eval_crop_geometry(256, 320, 224, (256, 320), 3) == ((224, 280), [(0, 0, False), (0, 28, False),
+    assert boxes(256, 320, 224, (256, 320), 3, "full_height") == ((224, 280), [(0, 0, False), (0, 28, False),
                                                                               (0, 56, False)])
+    with pytest.raises(ValueError, match="three_crop"):
+        EvalViews(32, 40, 3, three_crop="middle")
 
 
-def test_five_and_ten_crops_are_corners_centre_then_mirrored():
+def test_five_and_ten_crops_are_the_reference_fixed_offsets():
+    # fill_fix_offset(False): (0, 0), (0, 4w), (4h, 0), (4h, 4w), (2h, 2w) with w = (W - S) // 4, h = (H - S) // 4
+    corners = [(0, 0), (0, 116), (32, 0), (32, 116), (16, 58)]  # (256, 341): w = 29, h = 8; 4w = 116 != 117
+    assert boxes(480, 640, 224, 256, 5) == ((256, 341), [(t, l, False) for t, l in corners])
+    assert boxes(480, 640, 224, 256, 10) == ((256, 341), [(t, l, f) for f in (False, True) for t, l in corners])
+    portrait = [(0, 0), (0, 32), (116, 0), (116, 32), (58, 16)]  # (341, 256): w = 8, h = 29
+    assert boxes(640, 480, 224, 256, 5) == ((341, 256), [(t, l, False) for t, l in portrait])
+    ss = [(0, 0), (0, 96), (32, 0), (32, 96), (16, 48)]  # (256, 320): w = 24, h = 8
+    assert boxes(240, 320, 224, (256, 320), 5)[1] == [(t, l, False) for t, l in ss]
+    # pixels: 40x50, w = 4, h = 2: right column 16 (W - S = 18), centre (4, 8) (not (4, 9))
     views, flipped = EvalViews(32, 40, 5)(as_clip(coded_frames(2, 40, 50)))
-    assert [view_origin(v) for v in views] == [(0, 0), (0, 18), (8, 0), (8, 18), (4, 9)]
+    assert [view_origin(v) for v in views] == [(0, 0), (0, 16), (8, 0), (8, 16), (4, 8)] and flipped == [False] * 5
     views10, flipped10 = EvalViews(32, 40, 10)(as_clip(coded_frames(2, 40, 50)))
     assert flipped10 == [False] * 5 + [True] * 5
     assert torch.equal(views10[:5], views)
     assert torch.equal(views10[5:], views.flip(-1))
+
+
+def test_crops_must_fit_the_scaled_frame():
+    with pytest.raises(ValueError, match="smaller than"):
+        boxes(100, 100, 224, 200, 1)
+    with pytest.raises(ValueError, match="test_crops"):
+        EvalViews(32, 40, 4)
+
+
+def test_reference_train_augmentation_defaults():
+    # get_augmentation: GroupRandomGrayscale(p = 0 for Something-Something, else 0.2)
+    assert default_grayscale("somethingv2") == 0.0 and default_grayscale("ssv2") == 0.0
+    assert default_grayscale("k400") == 0.2 and default_grayscale("toy") == 0.2
+    assert resolve_grayscale(None, "sthv1") == 0.0 and resolve_grayscale(None, "k400") == 0.2
+    assert resolve_grayscale(0.5, "sthv1") == 0.5 and resolve_grayscale(0.0, "k400") == 0.0
+    # GroupRandomHorizontalFlip_sth: {86: 87, 87: 86, 93: 94, 94: 93, 166: 167, 167: 166}
+    assert default_flip_pairs("somethingv2") == [[86, 87], [93, 94], [166, 167]]
+    assert default_flip_pairs("kinetics400") == []
+    assert resolve_flip_pairs(None, "smth") == [[86, 87], [93, 94], [166, 167]]
+    assert resolve_flip_pairs([], "smth") == [] and resolve_flip_pairs([[0, 1]], "k400") == [[0, 1]]
 
 
 def test_random_resized_box_respects_area_and_ratio():

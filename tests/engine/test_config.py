@@ -66,14 +66,17 @@ logging:
 """
 
 
-def test_side4video_repository_config_parses_with_legacy_warnings(tmp_path):
+def test_side4video_repository_config_parses_with_one_legacy_note(tmp_path, caplog):
     path = tmp_path / "sthv2_train_rgb_vitb-16-side4video.yaml"
     path.write_text(SIDE4VIDEO_SSV2)
-    with pytest.warns(UserWarning) as record:
+    with caplog.at_level("WARNING", logger="side4video"):
         cfg = load_config(path)
-    warned = " ".join(str(w.message) for w in record)
+        load_config(path)         # a command that reads the config twice still notes it once
+    notes = [r.getMessage() for r in caplog.records if "have no effect" in r.getMessage()]
+    assert len(notes) == 1, notes
     for legacy in ("network.tm", "network.sim_header", "network.fix_clip", "network.joint_st", "solver.layer_decay"):
-        assert legacy in warned
+        assert legacy in notes[0]
+    assert "network.drop_out" not in notes[0], "drop_out is a real key (0 only)"
     assert cfg.solver.lr == pytest.approx(1e-3) and cfg.data.num_sample == 2 and cfg.network.side_dim == 320
     assert cfg.logging.skip_epoch == [1, 3, 4, 5, 7, 9]
     assert cfg.network.head == "side4video" and cfg.network.arch == "ViT-B/16"
@@ -117,3 +120,62 @@ def test_toy_configs_are_valid():
     for name in ("toy_side4video", "toy_frame_avg"):
         cfg = load_config(f"configs/toy/{name}.yaml")
         assert cfg.data.num_classes == 8
+
+
+@pytest.mark.parametrize("override,message", [
+    ("solver.lr=abc", "--opts: 'solver.lr' must be a number > 0, got 'abc'"),
+    ("data.batch_size=-1", "--opts: 'data.batch_size' must be a positive integer, got -1"),
+    ("data.num_segments=0", "--opts: 'data.num_segments' must be a positive integer, got 0"),
+    ("data.input_size=7", "--opts: 'data.input_size' must be an integer >= 8, got 7"),
+    ("solver.grad_accumulation_steps=0", "'solver.grad_accumulation_steps' must be a positive integer, got 0"),
+    ("solver.smoothing=1.5", "'solver.smoothing' must be a number in [0, 1), got 1.5"),
+    ("solver.epochs=-1", "'solver.epochs' must be a positive integer, got -1"),
+    ("data.crop_area=[2,3]", "'data.crop_area' must be a list of 2 values, each a number in [0, 1] (0 < low <= high"),
+    ("data.max_bad_fraction=2", "'data.max_bad_fraction' must be a number in [0, 1], got 2"),
+    ("data.flip=maybe", "'data.flip' must be true or false, got 'maybe'"),
+    ("network.drop_out=0.1", "'network.drop_out' is 0.1, but the backbone is frozen and runs in eval mode"),
+    ("network.side_modules=[{type: tsm, onlin: true}]",
+     "'network.side_modules' entry 0: side module 'tsm' has no argument 'onlin'; did you mean 'online'?"),
+    ("network.side_modules=[{type: gcc}]", "unknown side module 'gcc'; did you mean 'gc'?"),
+    ("solver.plugins=[{type: emma}]", "unknown training plugin 'emma'; did you mean 'ema'?"),
+    ("solver.plugins=[{type: ema, decai: 0.9}]", "training plugin 'ema' has no argument 'decai'; did you mean 'decay'?"),
+])
+def test_bad_values_are_one_line_config_errors(override, message):
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, ["data.num_classes=3", override])
+    text = str(caught.value)
+    assert message in text and "\n" not in text
+
+
+def test_none_is_a_value_where_the_schema_says_so():
+    cfg = load_config(None, ["data.num_classes=3", "network.temporal_module=none", "network.side_layers=None"])
+    assert cfg.network.temporal_module == "none" and cfg.network.side_layers is None
+    cfg = load_config(None, ["data.num_classes=3", "network.temporal_module=None"])
+    assert cfg.network.temporal_module == "none"
+
+
+def test_n_emb_is_an_alias_of_side_dim():
+    assert load_config(None, ["data.num_classes=3", "network.n_emb=576"]).network.side_dim == 576
+    both = load_config(None, ["data.num_classes=3", "network.n_emb=576", "network.side_dim=320"])
+    assert both.network.side_dim == 320
+
+
+def test_pretrained_dir_follows_the_environment(monkeypatch):
+    from side4video.engine.builders import pretrained_dir
+    cfg = load_config(None, ["data.num_classes=3"])
+    monkeypatch.delenv("SIDE4VIDEO_PRETRAINED_DIR", raising=False)
+    assert pretrained_dir(cfg) == "clip_pretrain"
+    monkeypatch.setenv("SIDE4VIDEO_PRETRAINED_DIR", "/models/clip")
+    assert pretrained_dir(cfg) == "/models/clip"
+    explicit = load_config(None, ["data.num_classes=3", "network.pretrained_dir=/elsewhere"])
+    assert pretrained_dir(explicit) == "/elsewhere"
+
+
+def test_every_key_is_typed_and_documented():
+    from side4video.config import FLAT_SCHEMA, default_config
+    from side4video.config.types import Type
+    assert all(isinstance(key.type, Type) and key.doc for key in FLAT_SCHEMA.values())
+    defaults = default_config()
+    defaults["data"]["num_classes"] = 3
+    cfg = load_config(None, {"data.num_classes": 3})
+    assert cfg.toDict() | {"config_path": None} == defaults | {"config_path": None}

@@ -39,8 +39,11 @@ def test_lr_multipliers_by_prefix():
     groups = param_groups(model, 0.1, lr_mult={"fc": 10, "blocks.1": 2})
     mult = {n: g["lr_mult"] for g in groups for n in g["names"]}
     assert mult["fc.weight"] == 10 and mult["blocks.1.attn.qkv.weight"] == 2 and mult["blocks.0.attn.qkv.weight"] == 1
-    with pytest.raises(ValueError, match="no trainable parameter starts with"):
-        param_groups(model, 0.1, lr_mult={"head": 10})
+    head = {n: g["lr_mult"] for g in param_groups(model, 0.1, lr_mult={"head": 10}) for n in g["names"]}
+    assert head["fc.weight"] == head["head_norm.weight"] == 10 and head["blocks.0.attn.qkv.weight"] == 1
+    from side4video.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"no trainable parameter starts with \['heads'\]; the model's parts are "):
+        param_groups(model, 0.1, lr_mult={"heads": 10})
 
 
 def test_warmup_cosine_and_step_schedules():
@@ -129,12 +132,12 @@ def test_flipped_views_are_mapped_back_before_averaging():
     class FixedLogits(torch.nn.Module):
         backbone_layers, needs_embedding = [], False
 
-        def forward(self, frames, tokens, embedding=None):
-            return torch.tensor([[0.0, 4.0, 0.0]]).repeat(frames.shape[0], 1)   # every view says class 1
+        def forward(self, inputs):
+            return torch.tensor([[0.0, 4.0, 0.0]]).repeat(inputs.frames.shape[0], 1)   # every view says class 1
 
     class NoBackbone:
         def tap(self, frames, layers, embedding):
-            return DotMap(tokens=[], embedding=None)
+            return DotMap(cls_tokens=[], patch_tokens=[], layers=[], embedding=None)
 
     batch = {"frames": torch.zeros(1, 2, 1, 3, 4, 4, dtype=torch.uint8), "label": torch.tensor([0]),
              "index": torch.tensor([0]), "video_id": ["v"], "valid": torch.tensor([True]), "errors": [],

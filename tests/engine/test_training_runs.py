@@ -18,9 +18,13 @@ def _losses_by_step(run_dir) -> dict[int, float]:
     return {row["global_step"]: row["loss"] for row in read_jsonl(run_dir / "steps.jsonl")}
 
 
-def _train(config, out_dir, *extra, env=None):
-    result = run_script(["train.py", "--config", str(config), "--output", str(out_dir), *extra], env=env)
-    return result
+def _train(config, out_dir, *extra, env=None, kill_at=None):
+    """train.py in a subprocess; ``kill_at``: it SIGKILLs itself after that global step (tests/fault_injection.py)."""
+    args = ["--config", str(config), "--output", str(out_dir), *extra]
+    if kill_at is not None:
+        return run_script(["-m", "tests.fault_injection", "train", "--kill-at-step", str(kill_at), "--", *args],
+                          env=env)
+    return run_script(["train.py", *args], env=env)
 
 
 def test_training_writes_outputs_and_never_the_backbone(toy_data, tmp_path):
@@ -57,7 +61,7 @@ def test_killed_run_resumes_to_the_same_loss_sequence(toy_data, tmp_path):
     full = _train(config, tmp_path / "full")
     assert full.returncode == 0, full.stderr
     # 32 toy videos / batch 8 = 4 steps per epoch; the kill lands mid-epoch 0, one step after a checkpoint.
-    killed = _train(config, tmp_path / "resumed", env={"SIDE4VIDEO_KILL_AT_STEP": "3"})
+    killed = _train(config, tmp_path / "resumed", kill_at=3)
     assert killed.returncode != 0
     state = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
     assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (0, 2, 2)
@@ -79,7 +83,7 @@ def test_zero_stages_and_bf16_resume_exactly(toy_data, tmp_path, zero_stage, pre
     config = write_toy_config(tmp_path / "cfg.yaml", toy_data, **overrides)
     full = _train(config, tmp_path / "full")
     assert full.returncode == 0, full.stderr
-    _train(config, tmp_path / "resumed", env={"SIDE4VIDEO_KILL_AT_STEP": "2"})
+    _train(config, tmp_path / "resumed", kill_at=2)
     resumed = _train(config, tmp_path / "resumed")
     assert resumed.returncode == 0, resumed.stderr
     assert _losses_by_step(tmp_path / "resumed") == _losses_by_step(tmp_path / "full")
@@ -112,16 +116,33 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(toy_data, tm
     assert va["val_top1"] == vb["val_top1"]
 
 
-def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(toy_data, tmp_path):
+def test_divergence_keeps_the_last_checkpoint_whose_loss_was_finite(toy_data, tmp_path):
+    """lr ×1e32 from epoch 1 on: the weights of the checkpoint written after the first exploding step are still
+    finite (huge) but give a non-finite loss; the run stops, names the step, and rolls last.pt back to the last
+    checkpoint whose weights gave a finite loss (the end of epoch 0)."""
+    config = write_toy_config(tmp_path / "cfg.yaml", toy_data, **{
+        "solver.optim": "sgd", "solver.type": "step", "solver.lr": 0.01, "solver.lr_steps": [1],
+        "solver.lr_decay": 1.0e32, "solver.lr_warmup_step": 0, "logging.save_freq_steps": 1,
+        "logging.print_freq": 3})
+    result = _train(config, tmp_path / "run")
+    assert result.returncode == 1, result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "became" in error[0] and "at epoch 1" in error[0] and "global step" in error[0]
+    assert "The last good checkpoint is" in error[0] and "global step 4)" in error[0]
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (1, 0, 4)
+    assert max(v.abs().max().item() for v in state["model"].values() if v.is_floating_point()) < 1e3
+    assert not list((tmp_path / "run" / "checkpoints").glob(".*")), "nothing left aside"
+
+
+def test_divergence_before_any_good_checkpoint_says_so(toy_data, tmp_path):
     config = write_toy_config(tmp_path / "cfg.yaml", toy_data, **{
         "solver.optim": "sgd", "solver.lr": 1.0e30, "solver.lr_warmup_step": 0, "logging.save_freq_steps": 1})
     result = _train(config, tmp_path / "run")
     assert result.returncode == 1
-    assert "became" in result.stderr and "global step" in result.stderr
-    assert "last good checkpoint" in result.stderr
-    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
-    assert state["global_step"] >= 1
-    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert "No checkpoint was written before it" in result.stderr
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists(), "a checkpoint with exploded weights is not kept"
+    assert "Traceback" not in result.stderr
 
 
 def test_config_errors_stop_before_training(toy_data, tmp_path):
@@ -142,11 +163,16 @@ def test_test_py_reports_views_and_protocol(toy_data, tmp_path):
     result = run_script(["test.py", "--config", str(config), "--weights", str(tmp_path / "run/checkpoints/best.pt"),
                          "--test_crops", "3", "--test_clips", "2"])
     assert result.returncode == 0, result.stderr
-    results = json.loads((tmp_path / "run" / "test_8x3x2" / "results.json").read_text())
+    results = json.loads((tmp_path / "run" / "test_best_8x3x2" / "results.json").read_text())
     assert results["protocol"] == "8x3x2" and results["num_views"] == 6 and results["num_videos"] == 16
     for key in ("top1", "top5", "mean_class_acc", "unreadable", "checkpoint"):
         assert key in results
-    assert (tmp_path / "run" / "test_8x3x2" / "scores.npz").is_file()
+    assert (tmp_path / "run" / "test_best_8x3x2" / "scores.npz").is_file()
+    # other weights / options get their own folder (nothing replaced); without --config the stored config is used
+    other = run_script(["test.py", "--weights", str(tmp_path / "run/checkpoints/last.pt"), "--average", "logit"])
+    assert other.returncode == 0, other.stderr
+    assert (tmp_path / "run" / "test_last_8x1x1_logit" / "results.json").is_file()
+    assert (tmp_path / "run" / "test_best_8x3x2" / "results.json").stat().st_size > 0
 
 
 def test_distributed_test_scores_every_video_once_on_an_odd_dataset(toy_data, tmp_path):

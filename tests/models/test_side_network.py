@@ -6,12 +6,31 @@ import torch
 
 from side4video.backbones import describe_backbone
 from side4video.backbones.frozen import BackboneInfo
-from side4video.models import count_parameters, create_model, shift_cls_in_time
+from side4video.models import SideInputs, count_parameters, create_model, shift_cls_in_time
 from side4video.models.side_network import SideAttention, default_num_heads
-from side4video.modules import residual_init_std, temporal_shift
+from side4video.modules import residual_init_std
+from tests.models.official_reference import official_clip_logits, official_eva_logits, to_official_layout
 
 TINY = BackboneInfo(arch="tiny", family="clip", width=48, num_layers=4, patch_size=8, image_size=32, embed_dim=24,
                     weights=None, weights_format=None, quick_gelu=False)
+TINY_EVA = BackboneInfo(arch="tiny-eva", family="eva", width=48, num_layers=4, patch_size=8, image_size=32,
+                        embed_dim=24, weights=None, weights_format=None, quick_gelu=False)
+
+
+def inputs(frames, tokens, embedding=None):
+    return SideInputs.from_tokens(frames, tokens, embedding)
+
+
+def randomise(model, seed=0):
+    """Non-trivial values everywhere (norms, biases, running statistics), so a wrong formula shows up."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point():
+                noise = torch.randn(tensor.shape, generator=generator)
+                tensor.copy_(tensor.abs() + 0.5 + 0.1 * noise if name.endswith("running_var") else
+                             tensor + 0.1 * noise)
+    return model
 
 
 def _meta_model(arch: str, side_dim: int, num_classes: int = 174):
@@ -31,11 +50,20 @@ def test_light_variant_is_much_smaller():
     assert light < full / 4 and light == pytest.approx(4.3e6, rel=0.05)
 
 
+def test_eva_bigE_trainable_parameters_match_the_official_count():
+    """The official EVA02-CLIP-bigE-14 model (D=576, 174 classes) has 183,373,806 trainable parameters, including
+    the stem conv's bias of 576 that this toolkit drops as redundant before BatchNorm."""
+    assert count_parameters(_meta_model("EVA02-CLIP-bigE-14", 576)) == 183_373_806 - 576
+
+
 def test_side_blocks_follow_the_backbone_family():
     clip = _meta_model("ViT-B/16", 320)
     assert clip.backbone_layers == list(range(12)) and not clip.blocks[0].post_norm
+    assert clip.taps[0].norm_position == "input" and clip.head_norm is not None
     eva = _meta_model("EVA02-L-14", 512)
     assert eva.backbone_layers == list(range(1, 24, 2)) and eva.blocks[0].post_norm
+    assert eva.taps[0].norm_position == "output" and eva.taps[0].norm.normalized_shape == (512,)
+    assert eva.head_norm is None
     assert default_num_heads(320) == 5 and default_num_heads(512) == 8 and 224 % default_num_heads(224) == 0
 
 
@@ -43,13 +71,13 @@ def test_shapes_and_a_backward_pass():
     model = create_model("side4video", TINY, 7, side_dim=32)
     frames = torch.randn(2, 4, 3, 32, 32)
     tokens = [torch.randn(8, 17, 48, requires_grad=False) for _ in range(4)]
-    assert model.forward_features(frames, tokens).shape == (2, 32)
-    logits = model(frames, tokens)
+    assert model.forward_features(inputs(frames, tokens)).shape == (2, 32)
+    logits = model(inputs(frames, tokens))
     assert logits.shape == (2, 7)
     logits.sum().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     with pytest.raises(ValueError, match="4 backbone layers"):
-        model(frames, tokens[:3])
+        model(inputs(frames, tokens[:3]))
 
 
 def test_cls_shift_moves_half_the_channels_each_way_with_zero_ends():
@@ -87,12 +115,13 @@ def test_side_network_sees_frame_order_and_frame_average_does_not():
     reverse = torch.arange(3, -1, -1)
     reversed_tokens = [t.reshape(2, 4, 17, 48)[:, reverse].reshape(8, 17, 48) for t in tokens]
     side = create_model("side4video", TINY, 5, side_dim=32).eval()
-    assert not torch.allclose(side(frames, tokens), side(frames[:, reverse], reversed_tokens), atol=1e-4)
+    assert not torch.allclose(side(inputs(frames, tokens)), side(inputs(frames[:, reverse], reversed_tokens)), atol=1e-4)
     probe = create_model("frame_avg", TINY, 5).eval()
     reversed_embedding = embedding.reshape(2, 4, 24)[:, reverse].reshape(8, 24)
-    torch.testing.assert_close(probe(frames, (), embedding), probe(frames[:, reverse], (), reversed_embedding))
+    torch.testing.assert_close(probe(inputs(frames, [], embedding)),
+                               probe(inputs(frames[:, reverse], [], reversed_embedding)))
     transformer = create_model("temporal_transformer", TINY, 5, num_frames=4, layers=1).eval()
-    assert transformer(frames, (), embedding).shape == (2, 5)
+    assert transformer(inputs(frames, [], embedding)).shape == (2, 5)
 
 
 def test_initialisation_is_depth_aware_and_covers_the_temporal_convs():
@@ -102,13 +131,75 @@ def test_initialisation_is_depth_aware_and_covers_the_temporal_convs():
     for model in (shallow, deep):
         expected = residual_init_std(64, len(model.blocks))
         block = model.blocks[0]
+        temporal = block.pre_attn[0]
         assert block.attn.proj.weight.std().item() == pytest.approx(expected, rel=0.15)
-        assert block.temporal.pw_conv2.weight.std().item() == pytest.approx(expected, rel=0.15)
-        assert block.temporal.pw_conv1.weight.std().item() == pytest.approx(64 ** -0.5, rel=0.15)
-        assert torch.count_nonzero(block.temporal.pw_conv1.bias) == 0
+        assert temporal.pw_conv2.weight.std().item() == pytest.approx(expected, rel=0.15)
+        assert temporal.pw_conv1.weight.std().item() == pytest.approx(64 ** -0.5, rel=0.15)
+        assert torch.count_nonzero(temporal.pw_conv1.bias) == 0
         assert block.mlp.fc1.weight.std().item() == pytest.approx(128 ** -0.5, rel=0.15)
     assert residual_init_std(64, 4) < residual_init_std(64, 1)
     assert model.pos_embed.std().item() == pytest.approx(0.01, rel=0.2)
+
+
+@pytest.mark.parametrize("family", ["clip", "eva"])
+def test_the_side_network_computes_the_official_formulas(family):
+    """Same weights → the same logits as the reference forward written from the official code's equations
+    (CLIP: LayerNorm(W) → Linear taps, pre-norm blocks, BN before pooling; EVA: Linear → LayerNorm(D) taps,
+    post-norm blocks, no BN before pooling). Also pins the default (conv) block to what it computed before the
+    side-module interface existed."""
+    torch.manual_seed(0)
+    info = TINY if family == "clip" else TINY_EVA
+    model = randomise(create_model("side4video", info, 7, side_dim=64)).eval()
+    frames = torch.randn(2, 4, 3, 32, 32)
+    tokens = [torch.randn(8, 17, 48) for _ in model.backbone_layers]
+    official = to_official_layout(model.state_dict(), family, stem_bias=torch.randn(64) * 0.1)
+    reference = official_clip_logits if family == "clip" else official_eva_logits
+    expected = reference(official, frames, tokens, patch=8)
+    with torch.no_grad():
+        torch.testing.assert_close(model(inputs(frames, tokens)), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["clip", "eva"])
+def test_recomputation_changes_neither_logits_nor_gradients(family):
+    """network.recompute (norms, GELU, the depthwise conv and the tap LayerNorm recomputed in backward)."""
+    torch.manual_seed(0)
+    info = TINY if family == "clip" else TINY_EVA
+    lean = randomise(create_model("side4video", info, 5, side_dim=32, recompute=True))
+    plain = create_model("side4video", info, 5, side_dim=32, recompute=False)
+    plain.load_state_dict(lean.state_dict())
+    frames = torch.randn(2, 4, 3, 32, 32)
+    tokens = [torch.randn(8, 17, 48) for _ in lean.backbone_layers]
+    out_lean, out_plain = lean(inputs(frames, tokens)), plain(inputs(frames, tokens))
+    torch.testing.assert_close(out_lean, out_plain, rtol=1e-6, atol=1e-6)
+    (out_lean ** 2).sum().backward()
+    (out_plain ** 2).sum().backward()
+    for (name, a), b in zip(lean.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6, msg=name)
+    for (name, a), b in zip(lean.named_buffers(), plain.buffers()):
+        torch.testing.assert_close(a, b, msg=f"{name}: running statistics are updated exactly once")
+
+
+def test_bf16_taps_and_autocast_stay_close_to_fp32():
+    """Taps handed over in bf16 and the side network under bf16 autocast (fp32 master weights) give the fp32
+    logits within 5e-2 (relative to their scale) and gradients of the same direction."""
+    torch.manual_seed(0)
+    model = create_model("side4video", TINY, 5, side_dim=32)
+    frames = torch.randn(2, 4, 3, 32, 32)
+    tokens = [torch.randn(8, 17, 48) for _ in range(4)]
+    reference = model(inputs(frames, tokens))
+    reference.sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model(inputs(frames, [t.bfloat16() for t in tokens]))
+    low.float().sum().backward()
+    scale = reference.abs().max()
+    assert (low.float() - reference).abs().max() <= 5e-2 * scale
+    assert all(p.grad.dtype == torch.float32 for p in model.parameters())
+    # (some gradients are exactly zero in exact arithmetic, e.g. attention key biases: compare the whole vector)
+    full = torch.cat([g.flatten() for g in grads])
+    low_grads = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert torch.nn.functional.cosine_similarity(full, low_grads, dim=0) > 0.99
 
 
 def test_gradient_checkpointing_gives_the_same_result():
@@ -118,7 +209,7 @@ def test_gradient_checkpointing_gives_the_same_result():
     checkpointed.load_state_dict(plain.state_dict())
     frames = torch.randn(2, 4, 3, 32, 32)
     tokens = [torch.randn(8, 17, 48) for _ in range(4)]
-    out_plain, out_ckpt = plain(frames, tokens), checkpointed(frames, tokens)
+    out_plain, out_ckpt = plain(inputs(frames, tokens)), checkpointed(inputs(frames, tokens))
     torch.testing.assert_close(out_plain, out_ckpt)
     out_plain.sum().backward()
     out_ckpt.sum().backward()
@@ -129,19 +220,56 @@ def test_gradient_checkpointing_gives_the_same_result():
 def test_temporal_modules_are_pluggable():
     for name in ("conv", "tsm", "none"):
         model = create_model("side4video", TINY, 5, side_dim=32, temporal_module=name)
-        assert model(torch.randn(1, 4, 3, 32, 32), [torch.randn(4, 17, 48)] * 4).shape == (1, 5)
-    with pytest.raises(ValueError, match="unknown temporal module"):
+        assert model(inputs(torch.randn(1, 4, 3, 32, 32), [torch.randn(4, 17, 48)] * 4)).shape == (1, 5)
+        assert len(model.blocks[0].pre_attn) == (0 if name == "none" else 1)
+    from side4video.errors import ConfigError
+    with pytest.raises(Exception, match="unknown side module 'lstm'"):
         create_model("side4video", TINY, 5, side_dim=32, temporal_module="lstm")
+    with pytest.raises(ConfigError, match=r"names blocks \[7\], but the side network has 4 blocks"):
+        create_model("side4video", TINY, 5, side_dim=32, side_modules=[{"type": "tsm", "blocks": [7]}])
 
 
-def test_tsm_shift_is_exact():
-    x = torch.arange(16 * 3, dtype=torch.float32).reshape(1, 16, 3, 1, 1).repeat(2, 1, 1, 2, 2)
-    out = temporal_shift(x, fold_div=8)        # fold = 2 channels each way
-    assert torch.equal(out[:, 0:2, :-1], x[:, 0:2, 1:]) and torch.all(out[:, 0:2, -1] == 0)
-    assert torch.equal(out[:, 2:4, 1:], x[:, 2:4, :-1]) and torch.all(out[:, 2:4, 0] == 0)
-    assert torch.equal(out[:, 4:], x[:, 4:])
+def test_module_placement_slots_blocks_and_order():
+    model = create_model("side4video", TINY, 5, side_dim=32, temporal_module="conv",
+                         side_modules=[{"type": "tsm", "slot": "post_mlp", "blocks": 2},
+                                       {"type": "tsm", "slot": "pre_attn", "blocks": [0, -1], "online": True}])
+    kinds = [[type(m).__name__ for m in block.pre_attn] for block in model.blocks]
+    assert kinds == [["TemporalConv", "TemporalShift"], ["TemporalConv"], ["TemporalConv"],
+                     ["TemporalConv", "TemporalShift"]]
+    assert [len(block.post_mlp) for block in model.blocks] == [0, 1, 0, 1]
+    assert model.blocks[0].pre_attn[1].online and not model.blocks[1].post_mlp[0].online
+
+
+class _ZeroGate(torch.nn.Module):
+    """A test module whose own init zeroes its norm (as the non-local / (2+1)D modules zero theirs)."""
+    causal = True
+    default_slot = "post_attn"
+    default_blocks = "all"
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(dim)
+
+    def forward(self, x, ctx):
+        return x + self.norm(x)
+
+    def init_weights(self, depth: int) -> None:
+        torch.nn.init.zeros_(self.norm.weight)
+        torch.nn.init.zeros_(self.norm.bias)
+
+
+def test_a_modules_own_init_runs_after_the_generic_init(monkeypatch):
+    from side4video import modules
+    monkeypatch.setitem(modules.SIDE_MODULES, "zero_gate", _ZeroGate)
+    model = create_model("side4video", TINY, 5, side_dim=32, side_modules=[{"type": "zero_gate"}])
+    gates = [block.post_attn[0] for block in model.blocks]
+    assert all(torch.count_nonzero(g.norm.weight) == 0 for g in gates), "the generic norm init overwrote it"
+    assert torch.all(model.blocks[0].attn_norm.weight == 1)
+    assert not model.causal   # the default conv looks at the next frame
+    assert create_model("side4video", TINY, 5, side_dim=32, temporal_module="none",
+                        side_modules=[{"type": "zero_gate"}]).causal
 
 
 def test_unknown_head():
-    with pytest.raises(ValueError, match="unknown head"):
+    with pytest.raises(ValueError, match="unknown head 'xclip'"):
         create_model("xclip", TINY, 5)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from side4video.tools.extract_features import KILL_ENV, iter_features, main, read_index
+from side4video.tools.extract_features import iter_features, main, read_index
 from tools_workspace import run_module, workspace  # noqa: F401  (fixture)
 
 
@@ -36,7 +36,7 @@ def test_embedding_values_and_index(workspace, tmp_path):
     assert index["views"] == {"crops": 1, "clips": 2, "num_views": 2, "frames": 8} and index["protocol"] == "8x1x2"
     assert index["num_videos"] == 3 and index["num_shards"] == 2 and index["unreadable"] == []
     assert index["arch"] == "tiny_clip" and len(index["backbone_sha256"]) == 64
-    assert index["class_names"][0] == "moving right" and index["config"]["data"]["val_list"] == str(list_file)
+    assert index["class_names"][0] == "moving right" and index["list"] == str(list_file)
     assert index["throughput"]["videos"] == 3 and index["throughput"]["frames_per_s"] > 0
     assert [v["shard"] for v in index["videos"]] == [0, 0, 1]
     assert index["videos"][0]["key"] == "val_00001" and index["videos"][0]["video_id"] == "val/00001"
@@ -109,7 +109,8 @@ def test_resume_after_sigkill_is_byte_identical(workspace, tmp_path):
             "--layers", "2,", "--pool", "mean"]
     module = "side4video.tools.extract_features"
     resumed, fresh = tmp_path / "resumed", tmp_path / "fresh"
-    killed = run_module(module, *args, "--out", str(resumed), env={KILL_ENV: "2"})
+    killed = run_module("tests.fault_injection", "extract", "--kill-after-shards", "2", "--", *args,
+                        "--out", str(resumed))
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert sorted(p.name for p in resumed.glob("features-*.json")) == ["features-00000.json", "features-00001.json"]
     assert not (resumed / "index.json").exists()

@@ -43,7 +43,7 @@ def test_matches_collect_scores_on_a_one_video_test_list(workspace, tmp_path, ca
         got[p["class_id"]] = p["prob"]
         assert p["name"] == CLASS_NAMES[p["class_id"]]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
-    assert expected.max() > 0.3  # not a uniform distribution, so the comparison means something
+    assert expected.max() > 0.2  # not a uniform distribution (1/8), so the comparison means something
 
 
 def test_json_for_frame_folder_and_video(workspace, capsys):

@@ -1,0 +1,76 @@
+"""Side4Video's temporal branch (Yao et al., "Side4Video", arXiv 2311.15769), the side network's default module.
+
+    pre-norm (CLIP):  x + PW₂(DW_{3×1×1}(PW₁(BN(x))))        post-norm (EVA):  x + BN(PW₂(DW_{3×1×1}(PW₁(x))))
+
+No activation between the convolutions, biases kept, hidden width ``ratio · D`` (the reference uses 1). The
+parameters have the reference's Conv3d shapes; the maths runs on channel-last tokens (1×1×1 convolutions are
+linear layers over channels, the depthwise temporal convolution a weighted sum of neighbouring frames), so no
+``(B, D, T, h, w)`` permutes are made.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath
+from torch import nn
+
+from .base import BlockContext, SideModule, residual_init_std
+from .functional import recomputed_linear, temporal_depthwise
+from .norm import TokenBatchNorm
+
+
+class TemporalConv(SideModule):
+    """The Side4Video temporal convolution branch, with its own BatchNorm and residual."""
+
+    def __init__(self, dim: int, *, ratio: float = 1.0, kernel_size: int = 3, post_norm: bool = False,
+                 sync_bn: bool = False, drop_path: float = 0.0, recompute: bool = False):
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"temporal conv kernel_size must be odd and positive, got {kernel_size}")
+        hidden = int(dim * ratio)
+        self.post_norm = post_norm
+        self.recompute = recompute
+        self.norm = TokenBatchNorm(dim, sync=sync_bn)
+        self.pw_conv1 = nn.Conv3d(dim, hidden, kernel_size=1)
+        self.dw_conv = nn.Conv3d(hidden, hidden, kernel_size=(kernel_size, 1, 1), padding=(kernel_size // 2, 0, 0),
+                                 groups=hidden)
+        self.pw_conv2 = nn.Conv3d(hidden, dim, kernel_size=1)
+        self.drop_path = DropPath(drop_path)
+
+    def _branch(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        w1 = self.pw_conv1.weight.flatten(1)
+        w2 = self.pw_conv2.weight.flatten(1)
+        dw_weight, dw_bias = self.dw_conv.weight.flatten(1), self.dw_conv.bias
+
+        def depthwise(h, weight=dw_weight, bias=dw_bias):
+            return temporal_depthwise(h, weight, bias, num_frames)
+
+        if self.recompute and not self.post_norm and not self.norm.synchronised:
+            h = recomputed_linear(x, w1, self.pw_conv1.bias, self.norm, self.norm.pure,
+                                  (self.norm.weight, self.norm.bias))
+        else:
+            h = F.linear(x if self.post_norm else self.norm(x), w1, self.pw_conv1.bias)
+        if self.recompute:
+            out = recomputed_linear(h, w2, self.pw_conv2.bias, depthwise, depthwise, (dw_weight, dw_bias))
+        else:
+            out = F.linear(depthwise(h), w2, self.pw_conv2.bias)
+        return self.norm(out) if self.post_norm else out
+
+    def forward(self, x: torch.Tensor, ctx: BlockContext) -> torch.Tensor:
+        return x + self.drop_path(self._branch(x, ctx.num_frames))
+
+    def init_weights(self, depth: int) -> None:
+        """Input projection ~ N(0, C^-½); depthwise taps ~ N(0, k^-½); output projection with the depth-aware
+        residual std, so the branch starts small in deep side networks; biases 0, BatchNorm weight 1, bias 0.
+        (The reference's init loop names layers its block does not have, so there they keep PyTorch's default.)"""
+        dim = self.pw_conv1.in_channels
+        nn.init.normal_(self.pw_conv1.weight, std=dim ** -0.5)
+        nn.init.normal_(self.dw_conv.weight, std=self.dw_conv.kernel_size[0] ** -0.5)
+        nn.init.normal_(self.pw_conv2.weight, std=residual_init_std(dim, depth))
+        for conv in (self.pw_conv1, self.dw_conv, self.pw_conv2):
+            nn.init.zeros_(conv.bias)
+        nn.init.ones_(self.norm.weight)
+        nn.init.zeros_(self.norm.bias)
+
+
+__all__ = ["TemporalConv"]
