@@ -1,6 +1,7 @@
 """Run a command with an injected crash (a test-only hook that lives here, not in the code it tests).
 
     python -m tests.fault_injection train --kill-at-step N -- <train.py arguments>
+    python -m tests.fault_injection train --interrupt-at-step N -- <train.py arguments>   (Ctrl-C)
     python -m tests.fault_injection extract --kill-after-shards N -- <extract_features arguments>
 
 The process SIGKILLs itself right after global training step N (a plugin added to the trainer) or right after
@@ -16,18 +17,20 @@ from side4video.engine.plugins import TrainPlugin
 
 
 class KillAtStep(TrainPlugin):
-    """SIGKILLs the process after the optimizer step that ends global micro-step ``step``."""
+    """Sends ``sig`` (SIGKILL: a crash; SIGINT: Ctrl-C) to the process once global micro-step ``step`` has
+    completed (and been checkpointed if one was due)."""
 
     name = "kill_at_step"
 
-    def __init__(self, step: int):
+    def __init__(self, step: int, sig: int = signal.SIGKILL):
         self.step = step
+        self.sig = sig
         self.seen = 0
 
     def on_batch(self, batch):
         self.seen += 1
-        if self.seen > self.step:   # the previous step has completed (and been checkpointed if due)
-            os.kill(os.getpid(), signal.SIGKILL)
+        if self.seen > self.step:
+            os.kill(os.getpid(), self.sig)
         return batch
 
 
@@ -41,9 +44,10 @@ def _split(argv: list[str]) -> tuple[list[str], list[str]]:
 def main(argv: list[str]) -> int:
     options, rest = _split(argv)
     mode, flag, value = options[0], options[1], int(options[2])
-    if mode == "train" and flag == "--kill-at-step":
+    if mode == "train" and flag in ("--kill-at-step", "--interrupt-at-step"):
         from side4video.cli import train_main
-        return train_main(rest, plugins=[KillAtStep(value)])
+        sig = signal.SIGKILL if flag == "--kill-at-step" else signal.SIGINT
+        return train_main(rest, plugins=[KillAtStep(value, sig)])
     if mode == "extract" and flag == "--kill-after-shards":
         from side4video.tools import extract_features
         original = extract_features.write_shard

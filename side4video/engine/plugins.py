@@ -145,7 +145,8 @@ class EmaPlugin(TrainPlugin):
         return self.ema.module
 
     def after_step(self, step: int, model: nn.Module) -> None:
-        self.ema.update(model, step=step)
+        # a constant decay from the initial weights on (timm's step-aware decay would copy the model at step 1)
+        self.ema.update(model, step=step if self.warmup else None)
 
     def eval_model(self, model: nn.Module) -> nn.Module | None:
         return self.ema.module if self.validate else None

@@ -13,10 +13,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import random
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,7 +26,7 @@ from ..backbones import backbone_identity
 from ..config import dump_config, to_plain_dict
 from ..errors import CheckpointError, TrainingError
 from ..models import count_parameters, create_assembler, model_inputs
-from .builders import backbone_from_config, load_trainable_weights, model_from_config
+from .builders import backbone_from_config, check_fits, load_trainable_weights, model_from_config
 from .checkpoint import (FORMAT, atomic_copy, atomic_save, capture_rng_state, check_backbone_identity, load_checkpoint,
                          load_optimizer_state, optimizer_state, remove_stale_temporaries, restore_rng_state)
 from .distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier, setup_distributed
@@ -147,6 +149,10 @@ class Trainer:
         self.identity = backbone_identity(self.backbone)
         self.assembler = create_assembler(cfg.network.assembler)
         model = model_from_config(cfg, self.backbone, seed=cfg.seed)
+        # Python's and NumPy's global generators (timm's mixup draws from NumPy) start from the seed too, per rank
+        # (checkpoints save and restore them with torch's, so a resumed run continues the same draws)
+        random.seed(cfg.seed + dist.rank)
+        np.random.seed(cfg.seed + dist.rank)
         if cfg.pretrain:
             load_trainable_weights(model, cfg.pretrain, self.backbone, cfg)
             self.log.info(f"loaded trainable weights from {cfg.pretrain}")
@@ -278,6 +284,7 @@ class Trainer:
         if state.get("zero_stage", 0) and state["world_size"] != self.dist.world_size:
             raise CheckpointError(f"{path} holds ZeRO optimizer partitions of {state['world_size']} processes; "
                                   f"resume it with the same number (now {self.dist.world_size})")
+        check_fits(self.model, state["model"], state, path, self.cfg)
         self.model.load_state_dict(state["model"])
         for name, part in self.engine.module.parts.items():
             part.load_state_dict(state.get("plugin_parts", {})[name])

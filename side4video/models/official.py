@@ -31,29 +31,34 @@ Key mapping (official key, without ``module.`` → this toolkit's ``SideNetwork`
 (CLIP) or ``visual.side_blocks.{k}`` (EVA); ``{k}`` is the side block index; BatchNorms carry ``weight, bias,
 running_mean, running_var, num_batches_tracked``:
 
-=============================================  ==========================================  =================
-official                                       ours                                        note
-=============================================  ==========================================  =================
-visual.side_conv1.weight                       stem.conv.weight                            Conv3d (3,p,p)
-visual.side_conv1.bias                         (folded into stem.bn.running_mean)          see below
-visual.side_pre_bn3d.*                         stem.bn.*                                   running_mean − bias
-B side_spatial_position_embeddings             pos_embed                                   [N, D]
-B side_lns.{k}.{weight,bias}                   taps.{k}.norm.*                             CLIP LN(W), EVA LN(D)
-B side_linears.{k}.{weight,bias}               taps.{k}.proj.*                             Linear(W → D)
-S.bn_1.*                                       blocks.{k}.pre_attn.0.norm.*                temporal conv's BN
-S.conv.0 / .conv.1 / .conv.2                   blocks.{k}.pre_attn.0.pw_conv1 / dw_conv / pw_conv2
-S.ln_1.*                                       blocks.{k}.attn_norm.*
-CLIP S.attn.in_proj_weight / in_proj_bias      blocks.{k}.attn.qkv.weight / .bias          already [q; k; v]
-CLIP S.attn.out_proj.*                         blocks.{k}.attn.proj.*
-EVA S.attn.{q,k,v}_proj.{weight,bias}          blocks.{k}.attn.qkv.*                       concatenated q, k, v
-EVA S.attn.proj.*                              blocks.{k}.attn.proj.*
-S.bn_2.*                                       blocks.{k}.mlp_norm.*
-CLIP S.mlp.fc1 / S.mlp.fc2, EVA S.mlp.0 / .2   blocks.{k}.mlp.fc1 / blocks.{k}.mlp.fc2
-visual.side_post_bn.* (CLIP only)              head_norm.*
-fc.{weight,bias}                               fc.*                                        [C, D]
-visual.<anything else>                         compared with the frozen backbone, not loaded
-fusion_model.*, other keys                     ignored (logged)                            unused by the model
-=============================================  ==========================================  =================
+==================================  ==================================  ======================
+official                            ours                                note
+==================================  ==================================  ======================
+visual.side_conv1.weight            stem.conv.weight                    Conv3d 3→D, (3, p, p)
+visual.side_conv1.bias              (folded into stem.bn.running_mean)  see below
+visual.side_pre_bn3d.*              stem.bn.*                           running_mean − bias
+B side_spatial_position_embeddings  pos_embed                           [N, D]
+B side_lns.{k}.{weight,bias}        taps.{k}.norm.*                     CLIP LN(W), EVA LN(D)
+B side_linears.{k}.{weight,bias}    taps.{k}.proj.*                     Linear(W → D)
+S.bn_1.*                            blocks.{k}.pre_attn.0.norm.*        temporal conv's BN
+S.conv.0.{weight,bias}              blocks.{k}.pre_attn.0.pw_conv1.*    1×1×1, D → D
+S.conv.1.{weight,bias}              blocks.{k}.pre_attn.0.dw_conv.*     3×1×1 depthwise
+S.conv.2.{weight,bias}              blocks.{k}.pre_attn.0.pw_conv2.*    1×1×1, D → D
+S.ln_1.*                            blocks.{k}.attn_norm.*
+CLIP S.attn.in_proj_weight          blocks.{k}.attn.qkv.weight          already [q; k; v]
+CLIP S.attn.in_proj_bias            blocks.{k}.attn.qkv.bias
+CLIP S.attn.out_proj.*              blocks.{k}.attn.proj.*
+EVA S.attn.{q,k,v}_proj.weight      blocks.{k}.attn.qkv.weight          cat(q, k, v)
+EVA S.attn.{q,k,v}_proj.bias        blocks.{k}.attn.qkv.bias            cat(q, k, v)
+EVA S.attn.proj.*                   blocks.{k}.attn.proj.*
+S.bn_2.*                            blocks.{k}.mlp_norm.*
+CLIP S.mlp.fc1.*, EVA S.mlp.0.*     blocks.{k}.mlp.fc1.*                Linear(D → 4D)
+CLIP S.mlp.fc2.*, EVA S.mlp.2.*     blocks.{k}.mlp.fc2.*                Linear(4D → D)
+visual.side_post_bn.* (CLIP only)   head_norm.*
+fc.{weight,bias}                    fc.*                                [C, D]
+visual.<any other key>              (not loaded)                        compared with backbone
+fusion_model.*, any other key       (not loaded)                        ignored, logged
+==================================  ==================================  ======================
 
 Side block k taps backbone layer k (CLIP: every layer) or 2k+1 (EVA: every other layer, the official
 ``drop_layer = range(0, depth, 2)``), i.e. ``network.side_layers`` ``all`` / ``every_other``, the defaults.
@@ -65,9 +70,11 @@ Deliberate differences, none of which changes the function computed:
 * the stem conv has no bias here (BatchNorm follows it): the official ``side_conv1.bias`` is folded into the stem
   BatchNorm's running mean, ``running_mean_ours = running_mean_official − bias``. Exact in eval mode; in train mode
   the batch statistics absorb the bias (and the running mean then tracks the bias-free mean, consistently).
-* the official CLIP init (its loop names ``pw_conv1`` / ``dw_conv1`` that do not exist, a hard-coded depth of 12),
-  its weight-decay grouping and the EVA grad-checkpointing conditions only matter when training from scratch;
-  loading replaces every initial value, and the optimizer state is not carried over.
+* the official CLIP init (its loop names ``pw_conv1`` / ``dw_conv1`` that do not exist, a hard-coded depth of 12)
+  and its weight-decay grouping only matter when training from scratch: loading replaces every initial value, and
+  the optimizer state is not carried over. The official EVA tower runs its side blocks only under
+  ``grad_checkpointing`` (its default, on) and checkpoints them; recomputation changes no value, and this
+  toolkit always runs them (``network.grad_checkpointing`` only trades memory for time).
 * the backbone's tensors are not loaded from the checkpoint: the frozen backbone comes from ``clip_pretrain/``
   (``network.pretrained``) and the checkpoint's copy is only compared with it.
 """

@@ -46,9 +46,9 @@ def make_plugin(backbone, model=None, cfg=None, **kwargs):
     return plugin, model, block
 
 
-def make_batch(seed: int = 1, labels=(0, 1, 2, 3)):
+def make_batch(seed: int = 1, labels=(0, 1, 2, 3), frames: int = T):
     g = torch.Generator().manual_seed(seed)
-    frames = torch.randn(B, T, 3, SIZE, SIZE, generator=g)
+    frames = torch.randn(B, frames, 3, SIZE, SIZE, generator=g)
     labels = torch.tensor(labels)
     return TrainBatch(frames=frames, labels=labels, targets=labels)
 
@@ -79,12 +79,12 @@ def test_value_projection_init_gives_plain_mixup_mask(backbone):
 
 @pytest.mark.parametrize("mode", [SPATIAL, TEMPORAL])
 def test_mask_mean_matches_lambda_at_init(backbone, mode):
-    """Own fraction 1 − mean(m) vs λ over 300 draws of the online branch.
+    """Own fraction 1 − mean(m) vs λ over 200 draws of the online branch.
 
     Tolerances: at init 1 − m = σ(4λ − 2); |σ(4λ − 2) − λ| ≤ 0.078 on [0.08, 0.92] (checked below on a grid), and the
     fallback outside it is exact, so every draw is within 0.08. σ(4λ − 2) − λ is antisymmetric about λ = 0.5 and
-    Beta(α, α) is symmetric, so the average error is 0 in expectation; its spread over draws is ≤ 0.045, so the mean
-    of 300 draws has a standard error ≤ 0.003: 0.015 is a 5-sigma bound.
+    Beta(α, α) is symmetric, so the average error is 0 in expectation; its spread over draws is 0.028 (α = 1 and 0.8,
+    fallback included), so the mean of 200 draws has a standard error of 0.002: 0.015 is a 7-sigma bound.
     """
     grid = torch.linspace(0.08, 0.92, 1001)
     assert (torch.sigmoid(4 * grid - 2) - grid).abs().max() <= 0.078
@@ -92,15 +92,16 @@ def test_mask_mean_matches_lambda_at_init(backbone, mode):
     features = plugin.features(make_batch().frames)
     torch.manual_seed(7)
     errors = []
-    for _ in range(300):
+    for i in range(200):
         draw = plugin.draw(B)
         assert draw["mode"] == mode
         m = plugin.online_mask(features, draw["lam"], draw["perm"], mode)
         errors.append(float(1 - m.mean()) - draw["lam"])
         # the mask-learning branch's ratio term is zero at init inside the non-fallback range
-        if 0.08 < draw["lam_k"] < 0.92:
-            terms = plugin.block(features, draw["lam_k"], draw["perm_k"], mode)
-            assert abs(1 - float(terms.mean()) - draw["lam_k"]) < plugin.ratio_margin
+        if i < 40 and 0.08 < draw["lam_k"] < 0.92:
+            with torch.no_grad():
+                m_k = plugin.block(features, draw["lam_k"], draw["perm_k"], mode)
+            assert abs(1 - float(m_k.mean()) - draw["lam_k"]) < plugin.ratio_margin
     errors = torch.tensor(errors)
     assert errors.abs().max() <= 0.08
     assert abs(float(errors.mean())) <= 0.015
@@ -186,7 +187,7 @@ def test_ratio_term_form(backbone):
     batch = plugin.on_batch(make_batch())
     lam_k = batch.extra["svmix"]["lam_k"]
     terms = plugin.loss(None, None, batch, model)
-    assert float(terms["svmix_ratio"]) == pytest.approx(0.1 * max(abs(1 - 1.0 - lam_k) - 0.1, 0.0), abs=1e-6)
+    assert float(terms["svmix_ratio"].detach()) == pytest.approx(0.1 * max(abs(1 - 1.0 - lam_k) - 0.1, 0.0), abs=1e-6)
 
 
 # -- fallback ---------------------------------------------------------------------------------------------------
@@ -253,7 +254,7 @@ def _train_steps(plugin, model, block, backbone, steps: int, first_step: int = 1
     optimizer = torch.optim.SGD(list(model.parameters()) + list(block.parameters()), lr=0.1)
     last = None
     for step in range(first_step, first_step + steps):
-        batch = plugin.on_batch(make_batch(seed=step))
+        batch = plugin.on_batch(make_batch(seed=step, frames=2))
         inputs = model_inputs(backbone, model, batch.frames)
         logits = model(inputs)
         total = classification_loss(logits, batch.targets)

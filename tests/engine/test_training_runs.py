@@ -18,12 +18,13 @@ def _losses_by_step(run_dir) -> dict[int, float]:
     return {row["global_step"]: row["loss"] for row in read_jsonl(run_dir / "steps.jsonl")}
 
 
-def _train(config, out_dir, *extra, env=None, kill_at=None):
-    """train.py in a subprocess; ``kill_at``: it SIGKILLs itself after that global step (tests/fault_injection.py)."""
+def _train(config, out_dir, *extra, env=None, kill_at=None, interrupt_at=None):
+    """train.py in a subprocess; ``kill_at``: it SIGKILLs itself after that global step, ``interrupt_at``: it gets
+    a Ctrl-C there (tests/fault_injection.py)."""
     args = ["--config", str(config), "--output", str(out_dir), *extra]
-    if kill_at is not None:
-        return run_script(["-m", "tests.fault_injection", "train", "--kill-at-step", str(kill_at), "--", *args],
-                          env=env)
+    if kill_at is not None or interrupt_at is not None:
+        flag, step = ("--kill-at-step", kill_at) if kill_at is not None else ("--interrupt-at-step", interrupt_at)
+        return run_script(["-m", "tests.fault_injection", "train", flag, str(step), "--", *args], env=env)
     return run_script(["train.py", *args], env=env)
 
 
@@ -71,9 +72,76 @@ def test_killed_run_resumes_to_the_same_loss_sequence(toy_data, tmp_path):
     expected, got = _losses_by_step(tmp_path / "full"), _losses_by_step(tmp_path / "resumed")
     assert len(expected) == 8
     assert got == expected, "the resumed run must replay exactly the uninterrupted loss sequence"
+    steps = [row["global_step"] for row in read_jsonl(tmp_path / "resumed" / "steps.jsonl")]
+    assert steps == sorted(set(steps)), "steps.jsonl keeps every step once (the rolled-back ones are dropped)"
+    full_rows, resumed_rows = (read_jsonl(tmp_path / run / "metrics.jsonl") for run in ("full", "resumed"))
+    assert [r["train_loss"] for r in resumed_rows] == [r["train_loss"] for r in full_rows], \
+        "the resumed epoch's train loss averages all its steps, not only those after the resume"
     a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_is_exact_when_batches_per_epoch_are_not_a_multiple_of_the_accumulation(toy_data, tmp_path):
+    """4 batches per epoch, 3 micro-batches per optimizer step: epochs end on an accumulation boundary and the
+    DeepSpeed step counters are restored, so a killed run replays the uninterrupted losses."""
+    config = write_toy_config(tmp_path / "cfg.yaml", toy_data, **{
+        "solver.grad_accumulation_steps": 3, "solver.epochs": 3, "logging.save_freq_steps": 3,
+        "data.batch_size": 4})
+    full = _train(config, tmp_path / "full")
+    assert full.returncode == 0, full.stderr
+    killed = _train(config, tmp_path / "resumed", kill_at=8)
+    assert killed.returncode != 0
+    resumed = _train(config, tmp_path / "resumed")
+    assert resumed.returncode == 0, resumed.stderr
+    expected = _losses_by_step(tmp_path / "full")
+    assert len(expected) == 3 * 6, "32 videos / 4 = 8 batches, rounded down to 6 = 2 optimizer steps per epoch"
+    assert _losses_by_step(tmp_path / "resumed") == expected
+
+
+def test_resuming_with_a_changed_lr_warns_and_uses_it(toy_data, tmp_path):
+    config = write_toy_config(tmp_path / "cfg.yaml", toy_data, **{"solver.epochs": 1, "solver.lr_warmup_step": 0})
+    assert _train(config, tmp_path / "run").returncode == 0
+    resumed = _train(config, tmp_path / "run", "--opts", "solver.epochs=2", "solver.lr=0.0005")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming with a changed schedule (solver.lr 0.003 -> 0.0005, solver.epochs 1 -> 2)" in resumed.stdout
+    rows = read_jsonl(tmp_path / "run" / "steps.jsonl")
+    second = [r for r in rows if r["epoch"] == 1]
+    import math
+    # cosine over 2 epochs of 4 steps from step 4 on, base lr 0.0005 (not 0.0, not the old 0.003 schedule)
+    assert second[0]["lr"] == pytest.approx(0.0005 * 0.5 * (1 + math.cos(math.pi * 4 / 8)))
+
+
+def test_a_failed_resume_leaves_the_run_as_it_was(toy_data, tmp_path):
+    config = write_toy_config(tmp_path / "cfg.yaml", toy_data, **{"solver.epochs": 1})
+    assert _train(config, tmp_path / "run").returncode == 0
+    before = (tmp_path / "run" / "config.yaml").read_text()
+    other = write_toy_config(tmp_path / "other.yaml", toy_data, **{"solver.epochs": 2, "network.side_dim": 48})
+    failed = _train(other, tmp_path / "run")
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert (tmp_path / "run" / "config.yaml").read_text() == before
+
+
+def test_ctrl_c_prints_one_line_with_the_resume_command(toy_data, tmp_path):
+    config = write_toy_config(tmp_path / "cfg.yaml", toy_data, **{"logging.save_freq_steps": 1})
+    result = _train(config, tmp_path / "run", interrupt_at=2)
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("interrupted at epoch 0") and "--resume auto" in line and str(tmp_path / "run") in line
+
+
+def test_two_writers_on_one_output_folder(toy_data, tmp_path):
+    from side4video.engine.trainer import OutputLock
+    config = write_toy_config(tmp_path / "cfg.yaml", toy_data)
+    lock = OutputLock(tmp_path / "run")
+    lock.acquire()
+    try:
+        second = _train(config, tmp_path / "run")
+    finally:
+        lock.release()
+    assert second.returncode == 1 and "is in use by another training run" in second.stderr
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
 @pytest.mark.parametrize("zero_stage,precision", [(1, "fp32"), (2, "bf16")])
@@ -230,3 +298,24 @@ def test_in_process_training_keeps_the_backbone_out_of_deepspeed(toy_data, tmp_p
         assert not trainer.backbone.model.training
     finally:
         cleanup()
+
+
+def test_a_plugins_state_survives_kill_and_resume(toy_data, tmp_path):
+    """EMA (validated instead of the model) + mixup: a killed and resumed run gives the same losses, the same EMA
+    weights and the same validation scores as an uninterrupted one."""
+    config = write_toy_config(tmp_path / "cfg.yaml", toy_data, **{
+        "solver.plugins": [{"type": "ema", "decay": 0.9}], "solver.mixup": 0.8, "solver.cutmix": 1.0,
+        "logging.save_freq_steps": 2})
+    full = _train(config, tmp_path / "full")
+    assert full.returncode == 0, full.stderr
+    assert _train(config, tmp_path / "resumed", kill_at=5).returncode != 0
+    resumed = _train(config, tmp_path / "resumed")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _losses_by_step(tmp_path / "resumed") == _losses_by_step(tmp_path / "full")
+    a, b = (load_checkpoint(tmp_path / run / "checkpoints" / "last.pt") for run in ("full", "resumed"))
+    ema_a, ema_b = a["plugins"]["ema"]["module"], b["plugins"]["ema"]["module"]
+    assert ema_a.keys() == a["model"].keys()
+    assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+    assert not all(torch.equal(ema_a[k], a["model"][k]) for k in ema_a), "the EMA differs from the model"
+    rows_a, rows_b = (read_jsonl(tmp_path / run / "metrics.jsonl") for run in ("full", "resumed"))
+    assert [r["val_top1"] for r in rows_a] == [r["val_top1"] for r in rows_b]
