@@ -1,12 +1,16 @@
 """Decode + augment throughput of the training data pipeline, in clips per second.
 
-    python benchmarks/bench_loader.py [--workers N] [--seconds S] [--frames 8,16] [--sources jpeg,decord,pyav]
+    python benchmarks/bench_loader.py [--workers N] [--seconds S] [--repeats R] [--frames 8,16]
+                                      [--sources jpeg,decord,pyav,torchcodec]
 
 Synthetic 320x256 videos of 64 frames (a drifting texture with moving blocks, so codecs and JPEG
 have realistic work) are written to a temporary directory as JPEG frame folders and H.264 mp4
 files. Each configuration builds the training dataset (input 224, short side 256, random resized
 crop, flip; with and without RandAugment) and measures clips/s with the loading done in the main
-process (``num_workers=0``, one thread) and with N DataLoader workers. Prints a markdown table.
+process (``num_workers=0``, one thread) and with N DataLoader workers; with ``--repeats R`` each
+number is the best of R measurements (less sensitive to other jobs on a shared machine). Prints a
+markdown table.
+torchcodec rows need the system's FFmpeg libraries; without them they are skipped with the reason.
 """
 from __future__ import annotations
 
@@ -20,12 +24,13 @@ import time
 
 import numpy as np
 import torch
-from dotmap import DotMap
 
 # run from a checkout without installing the package
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from side4video.config import config_section  # noqa: E402
 from side4video.data import TrainSampler, build_dataset, build_loader  # noqa: E402
+from side4video.data.decoders import torchcodec_available  # noqa: E402
 from side4video.data.toy import write_frame_folder, write_video  # noqa: E402
 
 HEIGHT, WIDTH, NUM_FRAMES, NUM_VIDEOS = 256, 320, 64, 8
@@ -64,7 +69,8 @@ def write_data(root: str) -> dict[str, tuple[str, str]]:
             handle.writelines(lines)
     return {"jpeg": (frames_root, os.path.join(root, "frames.txt")),
             "decord": (videos_root, os.path.join(root, "videos.txt")),
-            "pyav": (videos_root, os.path.join(root, "videos.txt"))}
+            "pyav": (videos_root, os.path.join(root, "videos.txt")),
+            "torchcodec": (videos_root, os.path.join(root, "videos.txt"))}
 
 
 def clips_per_second(dataset, workers: int, seconds: float, batch_size: int = 4) -> float:
@@ -100,30 +106,44 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader workers")
     parser.add_argument("--seconds", type=float, default=2.5, help="timed seconds per measurement")
+    parser.add_argument("--repeats", type=int, default=1, help="report the best of this many measurements")
     parser.add_argument("--frames", default="8,16", help="clip lengths T")
-    parser.add_argument("--sources", default="jpeg,decord,pyav")
+    parser.add_argument("--sources", default="jpeg,decord,pyav,torchcodec")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # the in-process column is one core, like one DataLoader worker
 
     frame_counts = [int(t) for t in args.frames.split(",")]
     sources = args.sources.split(",")
+    skipped = []
+    if "torchcodec" in sources:
+        ok, reason = torchcodec_available()
+        if not ok:
+            sources.remove("torchcodec")
+            skipped.append(f"torchcodec rows skipped: {reason}")
     print(f"# data loader throughput (clips/s): {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, torch {torch.__version__}, {args.workers} workers")
     print(f"synthetic {WIDTH}x{HEIGHT} videos of {NUM_FRAMES} frames; train augmentation to 224x224; "
-          f"batch 4; {args.seconds:.1f} s per measurement\n")
+          f"batch 4; {args.seconds:.1f} s per measurement, best of {args.repeats}")
+    if "torchcodec" in sources:
+        print(f"torchcodec: {torchcodec_available()[1]}")
+    for line in skipped:
+        print(line)
+    print()
     print(f"| source | frames | RandAugment | 1 process | {args.workers} workers | speed-up |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as root:
         data = write_data(root)
         for source, num_frames, rand_aug in itertools.product(sources, frame_counts, (False, True)):
             data_root, list_file = data[source]
-            cfg = DotMap(dataset="bench", num_classes=4, num_segments=num_frames, input_size=224,
-                         train_root=data_root, train_list=list_file, image_tmpl=IMAGE_TMPL,
-                         video_backend="decord" if source == "jpeg" else source, rand_aug=rand_aug)
+            cfg = config_section("data", dict(dataset="bench", num_classes=4, num_segments=num_frames,
+                                              input_size=224, train_root=data_root, train_list=list_file,
+                                              image_tmpl=IMAGE_TMPL, rand_aug=rand_aug,
+                                              video_backend="decord" if source == "jpeg" else source))
             dataset = build_dataset(cfg, "train", seed=0)
-            single = clips_per_second(dataset, 0, args.seconds)
-            parallel = clips_per_second(dataset, args.workers, args.seconds)
-            label = {"jpeg": "JPEG frames (PIL)", "decord": "mp4 (decord)", "pyav": "mp4 (PyAV)"}[source]
+            single = max(clips_per_second(dataset, 0, args.seconds) for _ in range(args.repeats))
+            parallel = max(clips_per_second(dataset, args.workers, args.seconds) for _ in range(args.repeats))
+            label = {"jpeg": "JPEG frames (PIL)", "decord": "mp4 (decord)", "pyav": "mp4 (PyAV)",
+                     "torchcodec": "mp4 (torchcodec)"}[source]
             print(f"| {label} | {num_frames}x224 | {'yes' if rand_aug else 'no'} | {single:.1f} | {parallel:.1f} | "
                   f"{parallel / single:.2f}x |", flush=True)
     return 0

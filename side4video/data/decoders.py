@@ -1,4 +1,4 @@
-"""Clip readers: folders of frame images, and video files through decord or PyAV.
+"""Clip readers: folders of frame images, and video files through decord, PyAV or torchcodec.
 
 A reader is opened inside ``Dataset.__getitem__`` (so no decoder state exists before the
 DataLoader forks), tells the frame count, decodes only the requested frames and is closed.
@@ -7,9 +7,14 @@ is raised as ``VideoReadError(path, reason)``; anything else is a bug and propag
 
 Frames come back as a uint8 tensor ``[N, 3, H, W]`` whose memory is channels-last (a view of the
 decoders' ``[N, H, W, 3]`` arrays): torchvision's uint8 resize runs about 3x faster on that layout.
+
+torchcodec is optional: it is not a dependency of the package and it needs the system's FFmpeg shared
+libraries (4 to 9). Whether it can load is detected once per process (:func:`torchcodec_available`); a
+reader opened without them raises one ``ConfigError`` line saying what to install.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 from typing import Protocol, Sequence
@@ -18,9 +23,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import ConfigError
 from .lists import VideoRecord
 
-VIDEO_BACKENDS = ("decord", "pyav")
+VIDEO_BACKENDS = ("decord", "pyav", "torchcodec")
 
 
 class VideoReadError(Exception):
@@ -147,6 +153,9 @@ class DecordReader(_Reader):
         _check_video_file(path)
         import decord  # lazily: decord wheels exist only for x86-64
 
+        # decord's C++ log lines ("[hh:mm:ss] /src/...: ...") would interleave with ours; failures still raise
+        decord.logging.set_level(decord.logging.QUIET)
+
         try:
             self._reader = decord.VideoReader(path, num_threads=1)
         except Exception as error:
@@ -247,6 +256,127 @@ class PyAVReader(_Reader):
             self._container = None
 
 
+_MISSING_LIBRARY = re.compile(r"OSError: (\S+?): cannot open shared object file")
+_LOAD_ERROR = re.compile(r"^\w*(?:Error|Exception): (?!Could not load this library)(.+)$", re.MULTILINE)
+_CPP_LOCATION = re.compile(r"^\w+, \S+\.(?:cpp|cc|h):\d+, ")
+
+
+def _torchcodec_message(error: BaseException, path: str) -> str:
+    """torchcodec's first line without its "Class, /src/File.cpp:41, " prefix and the path (already named)."""
+    message = _CPP_LOCATION.sub("", _first_line(error, limit=1000)).replace(f"{path} ", "").replace(path, "")
+    return re.sub(r"\s+", " ", message).strip(" :")[:200]
+
+
+def _torchcodec_load_failure(error: BaseException) -> str:
+    """A short reason from torchcodec's long "Could not load libtorchcodec" message (one traceback per FFmpeg)."""
+    message = str(error)
+    missing = _MISSING_LIBRARY.findall(message)
+    if missing:
+        shown = missing[0] if len(missing) == 1 else f"{missing[0]} ... {missing[-1]}"
+        return f"no FFmpeg 4-9 shared libraries found: {shown} missing"
+    causes = _LOAD_ERROR.findall(message)  # e.g. "undefined symbol: ..." when torch and torchcodec do not match
+    return (causes[-1].strip() if causes else _first_line(error))[:200]
+
+
+@functools.lru_cache(maxsize=None)
+def torchcodec_available() -> tuple[bool, str]:
+    """``(True, "torchcodec V with FFmpeg N")`` when torchcodec can decode videos in this process, else
+    ``(False, short reason)``.
+
+    Checked once per process: torchcodec loads its FFmpeg-dependent libraries when imported and only
+    records (``torchcodec.ffmpeg_major_version is None``) that they failed; the reason comes from the
+    error its decoder raises in that case.
+    """
+    try:
+        import torchcodec
+        from torchcodec.decoders import VideoDecoder
+    except ModuleNotFoundError as error:
+        if error.name != "torchcodec":
+            return False, f"importing torchcodec failed: {_first_line(error)}"
+        return False, "torchcodec is not installed"
+    except Exception as error:  # e.g. a backend plug-in that fails to load, or a torch/torchcodec mismatch
+        return False, f"importing torchcodec failed: {_first_line(error)}"
+    version = getattr(torchcodec, "ffmpeg_major_version", None)
+    if version is not None:
+        return True, f"torchcodec {getattr(torchcodec, '__version__', '?')} with FFmpeg {version}"
+    try:
+        VideoDecoder(b"")  # without FFmpeg this raises the loader's error before looking at the source
+    except Exception as error:
+        return False, _torchcodec_load_failure(error)
+    return False, "torchcodec reports no FFmpeg libraries"
+
+
+def _require_torchcodec() -> None:
+    ok, reason = torchcodec_available()
+    if ok:
+        return
+    if reason.startswith("torchcodec is not installed"):
+        raise ConfigError(f"data.video_backend: {reason}; pip install torchcodec (the release built for your "
+                          f"torch version) or use video_backend: decord / pyav")
+    raise ConfigError(f"data.video_backend: torchcodec cannot load the FFmpeg libraries it needs ({reason}); "
+                      f"install FFmpeg (e.g. apt-get install ffmpeg) or use video_backend: decord / pyav")
+
+
+class TorchCodecReader(_Reader):
+    """A video file read with ``torchcodec.decoders.VideoDecoder`` and ``get_frames_at``.
+
+    ``seek_mode="exact"``: opening scans the file's packets (no decoding), so the frame count is the
+    real one and index i is the i-th frame in presentation order, as with PyAV; only the requested
+    frames (from the nearest key frames on) are decoded. A file holding fewer frames than its header
+    lists (cut off) is reported as unreadable, as PyAV's reader does. One FFmpeg thread: parallelism
+    comes from DataLoader workers. Pixels equal PyAV's (both convert with FFmpeg's swscale).
+
+    ``device="cuda"`` decodes on the GPU (NVDEC) and returns CUDA tensors. The training dataset opens
+    readers inside DataLoader workers, which cannot use CUDA (they are forked, and many decoders would
+    share one GPU), so the dataset always decodes on the CPU; CUDA decoding only makes sense in the
+    main process (``data.workers: 0``) with readers you open yourself.
+    """
+
+    def __init__(self, path: str, device: str = "cpu"):
+        self.path = path
+        self._decoder = None
+        _require_torchcodec()
+        device = str(device)
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"TorchCodecReader: device={device!r} but no CUDA device is available")
+        _check_video_file(path)
+        from torchcodec.decoders import VideoDecoder
+
+        try:
+            self._decoder = VideoDecoder(path, dimension_order="NHWC", num_ffmpeg_threads=1, device=device,
+                                         seek_mode="exact")
+            self.num_frames = len(self._decoder)
+            listed = self._decoder.metadata.num_frames_from_header
+        except Exception as error:
+            self._decoder = None
+            raise VideoReadError(path, f"cannot open video (torchcodec: {_torchcodec_message(error, path)})") from None
+        if self.num_frames == 0:
+            self._decoder = None
+            raise VideoReadError(path, "video has no frames")
+        if listed is not None and self.num_frames < listed:  # e.g. a cut-off file whose index is at the front
+            self._decoder = None
+            raise VideoReadError(path, f"stream ended after {self.num_frames} of {listed} frames")
+
+    def read(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+        unique, inverse = _unique_indices(indices)
+        if unique[0] < 0 or unique[-1] >= self.num_frames:  # a caller's bug, not the data's
+            raise IndexError(f"{self.path}: frame indices {unique[0]}..{unique[-1]} outside 0..{self.num_frames - 1}")
+        try:
+            frames = self._decoder.get_frames_at(unique.tolist()).data  # [n, H, W, 3] uint8
+        except Exception as error:
+            raise VideoReadError(self.path, f"decoding failed (torchcodec: {_torchcodec_message(error, self.path)})"
+                                 ) from None
+        if frames.shape[0] < len(unique):
+            raise VideoReadError(self.path, f"stream ended: {frames.shape[0]} of {len(unique)} requested frames "
+                                            f"decoded")
+        if inverse is not None:
+            frames = frames[torch.from_numpy(inverse).to(frames.device)]
+        return frames.permute(0, 3, 1, 2)
+
+    def close(self) -> None:
+        self._decoder = None
+
+
 def open_reader(record: VideoRecord, root: str, *, image_tmpl: str, video_backend: str = "decord") -> ClipReader:
     """Open the reader for one annotated video (raises VideoReadError for unreadable data)."""
     path = os.path.join(root, record.path)
@@ -256,13 +386,15 @@ def open_reader(record: VideoRecord, root: str, *, image_tmpl: str, video_backen
         return DecordReader(path)
     if video_backend == "pyav":
         return PyAVReader(path)
+    if video_backend == "torchcodec":
+        return TorchCodecReader(path)
     raise ValueError(f"data.video_backend must be one of {VIDEO_BACKENDS}, got {video_backend!r}")
 
 
 def verify_video_file(path: str, video_backend: str = "decord", chunk_size: int = 32) -> int:
     """Decode every frame of a video (slow, thorough); return the frame count or raise VideoReadError."""
-    if video_backend == "decord":
-        with DecordReader(path) as reader:
+    if video_backend in ("decord", "torchcodec"):
+        with (DecordReader(path) if video_backend == "decord" else TorchCodecReader(path)) as reader:
             for start in range(0, reader.num_frames, chunk_size):
                 reader.read(np.arange(start, min(start + chunk_size, reader.num_frames)))
             return reader.num_frames

@@ -32,6 +32,7 @@ dataset with the same arguments (``toy_sparse_meta.json``) is not generated agai
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import json
 import multiprocessing
 import os
@@ -311,6 +312,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="processes (default: CPU count, at most 8)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
+    from ..tools.make_tiny_backbone import TINY_CLIP_CONFIG, make_tiny_backbone
+    weights = make_tiny_backbone(TINY_CLIP_CONFIG, Path(args.out) / "tiny_clip.safetensors")
+    print(f"tiny frozen backbone (random weights, for the toy configs): {weights}")
     info = generate_toy_sparse_dataset(
         args.out, seed=args.seed, train_per_class=args.train_per_class, val_per_class=args.val_per_class,
         min_frames=args.min_frames, max_frames=args.max_frames, height=args.height, width=args.width,

@@ -47,21 +47,6 @@ class SideInputs:
         return SideInputs(move(self.frames), [move(t) for t in self.cls_tokens], [move(t) for t in self.patch_tokens],
                           list(self.layers), None if self.embedding is None else move(self.embedding), self.num_frames)
 
-    def select(self, rows: torch.Tensor | slice) -> "SideInputs":
-        """The clips ``rows`` of the batch (an index tensor or slice over B)."""
-        if isinstance(rows, slice):
-            frames = self.frames[rows]
-        else:
-            frames = self.frames[rows]
-        t = self.num_frames
-        index = torch.arange(self.batch_size, device=self.frames.device)[rows]
-        token_rows = (index[:, None] * t + torch.arange(t, device=index.device)).reshape(-1)
-
-        def pick(x):
-            return x[token_rows.to(x.device)]
-        return SideInputs(frames, [pick(c) for c in self.cls_tokens], [pick(p) for p in self.patch_tokens],
-                          list(self.layers), None if self.embedding is None else pick(self.embedding), t)
-
     @staticmethod
     def from_tokens(frames: torch.Tensor, tokens: list[torch.Tensor], embedding: torch.Tensor | None = None,
                     layers: list[int] | None = None) -> "SideInputs":
