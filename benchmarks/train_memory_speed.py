@@ -15,11 +15,13 @@ tap → model under autocast → cross-entropy → backward → AdamW step, see 
   Inputs that backward needs (the frozen backbone's tapped tokens, a checkpointed block's input) are counted.
 * **peak memory** — CUDA: ``torch.cuda.max_memory_allocated`` over the timed steps. CPU: the process's peak
   resident set (``VmHWM``, reset through ``/proc/self/clear_refs`` before the timed steps) minus the resident set of
-  the bare runtime (after ``import torch``, before any tensor), in a fresh subprocess per method (``--isolate``,
-  the default; ``--no-isolate``, used by ``--smoke``, is approximate: freed memory kept by the allocator of an
-  earlier method hides part of a later one's peak). Either way it includes every tensor of the step: the frozen
-  backbone's weights, the trainable weights, gradients, AdamW state, activations and the allocator's slack.
-  Full fine-tuning does not need the frozen backbone that the floor timing uses: its weights are subtracted.
+  the runtime (after the imports, before any tensor), in a fresh process per method (``--isolate``, the default:
+  forked on CPU, spawned on CUDA; ``--no-isolate``, used by ``--smoke``, is approximate: freed memory kept by
+  the allocator of an earlier method hides part of a later one's peak). The peak is taken over all steps (warm-up
+  and timed) after the models are built. It includes everything: the frozen backbone's weights, the trainable
+  weights, gradients, AdamW state, activations, the allocator's slack and, on CPU, the code pages and buffers
+  the first kernels fault in (the floor row shows that constant). Full fine-tuning does not need the frozen
+  backbone that the paired floor timing uses: its weights are subtracted.
 * **step time** — median of ``--steps`` timed steps after ``--warmup`` warm-up steps; every timed step is paired
   with one frozen inference forward (the floor) in the same process, alternating the order, and the ratio to the
   floor is the median of the per-pair ratios (robust to a machine whose load changes during the run).
@@ -61,13 +63,14 @@ MIB = 2 ** 20
 
 # name → (label, spec). "kind" selects the builder; side options go to create_model("side4video", ...).
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {}
-for _base, _dim in (("side", 320), ("light", 128)):
+for _base in ("side", "light"):
     for _ckpt in (False, True):
         for _recompute in (True, False):
             _name = _base + ("-ckpt" if _ckpt else "") + ("" if _recompute else "-norecompute")
-            _label = (f"Side4Video D={_dim}" + (" + checkpointing" if _ckpt else "")
+            _label = ("Side4Video D={%s_dim}" % _base + (" + checkpointing" if _ckpt else "")
                       + ("" if _recompute else ", recompute=False"))
-            METHODS[_name] = (_label, dict(kind="side", side_dim=_dim, grad_checkpointing=_ckpt, recompute=_recompute))
+            METHODS[_name] = (_label, dict(kind="side", dim=f"{_base}_dim", grad_checkpointing=_ckpt,
+                                           recompute=_recompute))
 METHODS["full_ft"] = ("full fine-tuning (image tower + linear)", dict(kind="full_ft"))
 METHODS["adapter"] = ("ST-Adapter-style adapters (frozen backbone, backprop through it)", dict(kind="adapter"))
 METHODS["probe"] = ("linear probe (frame_avg, frozen features)", dict(kind="probe"))
@@ -76,14 +79,14 @@ DEFAULT_SCALING = ["side", "side-ckpt", "light", "light-ckpt", "full_ft"]
 
 # The issue's goals: (what, method, quantity, bound).
 GOALS = [
-    ("saved bytes per clip, side D=320 (fp32, plain) vs full fine-tuning", "fp32", "side", "saved_vs_ft", 0.35),
-    ("saved bytes per clip, side D=320 + checkpointing (fp32) vs full fine-tuning", "fp32", "side-ckpt",
+    ("saved bytes per clip, side D={side_dim} (fp32, plain) vs full fine-tuning", "fp32", "side", "saved_vs_ft", 0.35),
+    ("saved bytes per clip, side D={side_dim} + checkpointing (fp32) vs full fine-tuning", "fp32", "side-ckpt",
      "saved_vs_ft", 0.10),
-    ("saved bytes per clip, side D=320 + checkpointing, bf16 [MiB]", "bf16", "side-ckpt", "saved_per_clip_mib", 80.0),
-    ("step time vs frozen forward, side D=320", "fp32", "side", "time_vs_floor", 1.7),
-    ("step time vs frozen forward, light D=128", "fp32", "light", "time_vs_floor", 1.3),
-    ("step time vs frozen forward, side D=320 + checkpointing", "fp32", "side-ckpt", "time_vs_floor", 2.0),
-    ("step time vs frozen forward, light D=128 + checkpointing", "fp32", "light-ckpt", "time_vs_floor", 2.0),
+    ("saved bytes per clip, side D={side_dim} + checkpointing, bf16 [MiB]", "bf16", "side-ckpt", "saved_per_clip_mib", 80.0),
+    ("step time vs frozen forward, side D={side_dim}", "fp32", "side", "time_vs_floor", 1.7),
+    ("step time vs frozen forward, light D={light_dim}", "fp32", "light", "time_vs_floor", 1.3),
+    ("step time vs frozen forward, side D={side_dim} + checkpointing", "fp32", "side-ckpt", "time_vs_floor", 2.0),
+    ("step time vs frozen forward, light D={light_dim} + checkpointing", "fp32", "light-ckpt", "time_vs_floor", 2.0),
 ]
 
 
@@ -101,8 +104,8 @@ def _proc_status_kib(field: str) -> int | None:
 
 
 class HostPeak:
-    """Peak resident set of this process since :meth:`reset` (``VmHWM`` after ``clear_refs`` 5; else ``ru_maxrss``,
-    which only means something in a fresh process)."""
+    """Peak resident set of this process since :meth:`reset` (``VmHWM`` after writing 5 to ``/proc/self/clear_refs``;
+    else ``ru_maxrss``, the whole process's peak)."""
 
     def __init__(self):
         self.resettable = False
@@ -360,6 +363,10 @@ def make_adapter_model(cfg: dict, backbone, device):
     return AdapterModel().to(device).train()
 
 
+def method_label(name: str, cfg: dict) -> str:
+    return METHODS[name][0].format(**cfg)
+
+
 class Method:
     """One method's model, optimizer and training step, built in the current process."""
 
@@ -376,7 +383,7 @@ class Method:
         self.model = None
         self.uses_backbone = kind != "full_ft"
         if kind == "side":
-            self.model = create_model("side4video", info, cfg["classes"], side_dim=self.spec["side_dim"],
+            self.model = create_model("side4video", info, cfg["classes"], side_dim=cfg[self.spec["dim"]],
                                       grad_checkpointing=self.spec["grad_checkpointing"],
                                       recompute=self.spec["recompute"]).to(device).train()
         elif kind == "probe":
@@ -523,22 +530,26 @@ def task_method(cfg: dict, name: str, precision: str, runtime_rss: int) -> dict[
     method = Method(name, cfg, precision, device)
     info = method.backbone.info
     _check_size(cfg, info)
-    frames, labels = _inputs(cfg, cfg["batch"], cfg["frames"], info, device)
+    # the probe's BatchNorm over clips needs two of them in training mode
+    batch = max(cfg["batch"], 2) if method.kind == "probe" else cfg["batch"]
+    frames, labels = _inputs(cfg, batch, cfg["frames"], info, device)
     host = HostPeak()
-    # warm-up; the first step is the measured one for saved bytes (the graph is the same every step)
-    meter = SavedTensorMeter(method.exclude, module_stack=[], record=cfg["breakdown"] > 0)
-    method.step(frames, labels, meter)
-    method.floor(frames)
-    for _ in range(max(cfg["warmup"], 1) - 1):
-        method.step(frames, labels)
+    # The peak covers every step from here on (the first without, the later ones with AdamW state), not the
+    # construction (open_clip builds the text tower before it is dropped). Memory freed by an earlier step and
+    # kept by the allocator is reused, so a resident-set peak over all steps is not inflated by it.
     gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize()
-        rest = torch.cuda.memory_allocated()
+        built = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
     else:
-        rest = host.current()
+        built = host.current()
         host.reset()
+    # warm-up; the first step is the measured one for saved bytes (the graph is the same every step)
+    meter = SavedTensorMeter(method.exclude, module_stack=[], record=cfg["breakdown"] > 0)
+    method.step(frames, labels, meter)
+    for _ in range(max(cfg["warmup"], 1) - 1):
+        method.step(frames, labels)
     steps, floors, ratios, phase_rows = [], [], [], []
     for i in range(cfg["steps"]):
         order = [0, 1] if i % 2 == 0 else [1, 0]
@@ -565,11 +576,11 @@ def task_method(cfg: dict, name: str, precision: str, runtime_rss: int) -> dict[
         peak_method = host.method
     phases = {key: statistics.median(row[key] for row in phase_rows) for key in phase_rows[0]}
     result = {
-        "method": name, "label": METHODS[name][0], "precision": precision, "batch": cfg["batch"],
+        "method": name, "label": method_label(name, cfg), "precision": precision, "batch": batch,
         "frames": cfg["frames"], "trainable": method.trainable, "param_grad_adam": method.trainable * 16,
         "saved": meter.bytes, "saved_storages": len(meter.storages),
         "saved_params_excluded": sum(meter.excluded.values()),
-        "peak": peak, "peak_abs": peak_abs, "rest": rest - (0 if device.type == "cuda" else runtime_rss),
+        "peak": peak, "peak_abs": peak_abs, "after_build": built - (0 if device.type == "cuda" else runtime_rss),
         "runtime_rss": runtime_rss, "peak_method": peak_method,
         "step_s": statistics.median(steps), "steps_s": steps, "floor_s": statistics.median(floors),
         "floors_s": floors, "time_vs_floor": statistics.median(ratios), "ratios": ratios, "phases": phases,
@@ -620,7 +631,7 @@ def task_multiview(cfg: dict, precision: str, chunk: int, runtime_rss: int) -> d
     backbone = build_frozen_backbone(cfg, precision, device)
     info = backbone.info
     torch.manual_seed(0)
-    model = create_model("side4video", info, cfg["classes"], side_dim=320).to(device).eval()
+    model = create_model("side4video", info, cfg["classes"], side_dim=cfg["side_dim"]).to(device).eval()
     views = cfg["crops"] * cfg["clips"]
     size = info.image_size
     frames = torch.randn(1, views, cfg["frames"], 3, size, size).to(device)
@@ -673,10 +684,17 @@ def _progress(message: str) -> None:
 
 
 class Runner:
-    """Runs worker tasks in fresh subprocesses (``isolate``) or in this process."""
+    """Runs worker tasks in a fresh process each (``isolate``) or in this process.
 
-    def __init__(self, isolate: bool):
+    Fresh processes are forked from this one on CPU (it has imported everything but run no tensor op, so no
+    OpenMP pool exists yet and the imports are not paid again); on CUDA they are spawned (CUDA does not survive a
+    fork).
+    """
+
+    def __init__(self, isolate: bool, device_type: str, threads: int | None):
         self.isolate = isolate
+        self.fork = isolate and device_type == "cpu" and hasattr(os, "fork")
+        self.threads = threads
         self.runtime_rss = None
 
     def __call__(self, spec: dict) -> Any:
@@ -687,6 +705,8 @@ class Runner:
             return run_task(dict(spec, runtime_rss=self.runtime_rss))
         with tempfile.TemporaryDirectory() as tmp:
             result_path = Path(tmp) / "result.json"
+            if self.fork:
+                return self._forked(spec, result_path)
             spec_path = Path(tmp) / "spec.json"
             spec_path.write_text(json.dumps(spec))
             env = dict(os.environ)
@@ -698,6 +718,29 @@ class Runner:
                 raise RuntimeError(f"worker for {spec['task']} {spec.get('method', '')} failed "
                                    f"(exit {proc.returncode})")
             return json.loads(result_path.read_text())
+
+    def _forked(self, spec: dict, result_path: Path) -> Any:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:   # the child: measure, write, leave without running the parent's cleanup
+            code = 1
+            try:
+                result = run_task(dict(spec, runtime_rss=HostPeak.current()))
+                result_path.write_text(json.dumps(result))
+                code = 0
+            except BaseException:
+                import traceback
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            raise RuntimeError(f"worker for {spec['task']} {spec.get('method', '')} failed (exit {code})")
+        return json.loads(result_path.read_text())
 
 
 def worker_main(spec_path: str, result_path: str) -> None:
@@ -766,8 +809,10 @@ def derive(results: dict[str, Any]) -> None:
         for row in rows.values():
             row["saved_per_clip"] = row["saved"] / row["batch"]
             row["saved_per_clip_mib"] = row["saved_per_clip"] / MIB
-            row["saved_vs_ft"] = row["saved"] / ft["saved"] if ft and ft["saved"] else None
-            row["peak_vs_ft"] = row["peak"] / ft["peak"] if ft and ft["peak"] > 0 else None
+            row["saved_vs_ft"] = (row["saved_per_clip"] / (ft["saved"] / ft["batch"])
+                                  if ft and ft["saved"] else None)
+            row["peak_vs_ft"] = (row["peak"] / ft["peak"] if ft and ft["peak"] > 0 and ft["batch"] == row["batch"]
+                                 else None)
             row["clips_per_s"] = row["batch"] / row["step_s"] if row["step_s"] > 0 else None
     scaling = results.get("scaling", [])
     slopes = []
@@ -794,7 +839,7 @@ def derive(results: dict[str, Any]) -> None:
     for what, precision, name, quantity, bound in GOALS:
         row = results["methods"].get(precision, {}).get(name)
         value = row.get(quantity) if row else None
-        goals.append({"goal": what, "precision": precision, "method": name, "quantity": quantity, "bound": bound,
+        goals.append({"goal": what.format(**cfg), "precision": precision, "method": name, "quantity": quantity, "bound": bound,
                       "value": value, "met": None if value is None else bool(value <= bound)})
     results["goals"] = goals
 
@@ -822,12 +867,13 @@ def to_markdown(results: dict[str, Any]) -> str:
         lines += ["CPU times: bf16 on this CPU runs through oneDNN (AMX if present); they say nothing about a GPU.", ""]
     for precision, rows in results["methods"].items():
         lines += [f"## {precision}", "",
-                  "| method | trainable params | saved for backward | per clip | vs full FT | peak memory | vs full FT "
+                  "| method | trainable params | saved for backward | per clip | vs full FT (per clip) | peak memory | vs full FT "
                   "| step s | clips/s | vs floor (paired) |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for row in rows.values():
+            label = row["label"] + (f" (batch {row['batch']})" if row["batch"] != cfg["batch"] else "")
             lines.append(
-                f"| {row['label']} | {row['trainable'] / 1e6:.2f} M | {_mib(row['saved'])} MiB | "
+                f"| {label} | {row['trainable'] / 1e6:.2f} M | {_mib(row['saved'])} MiB | "
                 f"{_mib(row['saved_per_clip'])} MiB | {_ratio(row['saved_vs_ft'])} | {_mib(row['peak'])} MiB | "
                 f"{_ratio(row['peak_vs_ft'])} | {row['step_s']:.2f} | "
                 f"{row['clips_per_s']:.2f} | {row['time_vs_floor']:.2f}x |")
@@ -858,7 +904,7 @@ def to_markdown(results: dict[str, Any]) -> str:
                          f"{_mib(s.get('clip_intercept', 0))} MiB | {dev * 100:.3f}% |")
         lines.append("")
     if results.get("multiview"):
-        lines += ["## Multi-view test path (`forward_views`, one video, Side4Video D=320)", "",
+        lines += [f"## Multi-view test path (`forward_views`, one video, Side4Video D={cfg['side_dim']})", "",
                   "| precision | views | views per forward | peak memory | vs training step peak (same precision, "
                   f"batch {cfg['batch']}) | s per video | views/s |", "|---|---|---|---|---|---|---|"]
         for mv in results["multiview"]:
@@ -913,6 +959,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="warm-up steps (the first is the saved-bytes one)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--side-dim", type=int, default=320, help="D of the side rows (--smoke: 64)")
+    parser.add_argument("--light-dim", type=int, default=128, help="D of the light rows (--smoke: 32)")
     parser.add_argument("--adapter-ratio", type=float, default=0.25, help="adapter bottleneck width / W")
     parser.add_argument("--scaling-methods", nargs="+", default=DEFAULT_SCALING)
     parser.add_argument("--scale-frames", type=int, nargs="+", default=[8, 16, 32])
@@ -934,7 +982,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="tiny backbone, 1 step, every method: seconds")
     parser.add_argument("--json", default=None, help="write the results as JSON here (updated after every task)")
     parser.add_argument("--output", default=None, help=f"Markdown file (default {DEFAULT_OUTPUT.relative_to(REPO)}; "
-                        "--smoke: none)")
+                        "--smoke or '-': printed only)")
+    parser.add_argument("--render", default=None, metavar="JSON",
+                        help="only re-render the Markdown of an earlier --json file (to --output, else stdout)")
     parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--_result", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -948,12 +998,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.steps, args.warmup = 1, 1
         args.batch = 2 if args.batch == parser.get_default("batch") else args.batch
         args.scale_frames = [4, 8]
+        args.side_dim = 64 if args.side_dim == parser.get_default("side_dim") else args.side_dim
+        args.light_dim = 32 if args.light_dim == parser.get_default("light_dim") else args.light_dim
         args.scale_batch = [1, 2, 4]
         args.frames = 4 if args.frames == parser.get_default("frames") else args.frames
         args.clips = 2 if args.clips == parser.get_default("clips") else args.clips
         args.eval_chunks = [4] if args.eval_chunks == parser.get_default("eval_chunks") else args.eval_chunks
         if args.isolate is None:
             args.isolate = False
+        if args.threads is None:
+            args.threads = 1   # tiny ops: a second thread only adds synchronisation (and stalls on a busy machine)
     if args.isolate is None:
         args.isolate = True
     if "full_ft" not in args.methods:
@@ -969,7 +1023,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args._worker:
         worker_main(args._worker, args._result)
         return {}
-    import torch  # noqa: F401
+    if args.render:
+        results = json.loads(Path(args.render).read_text())
+        derive(results)
+        text = to_markdown(results)
+        if args.output and args.output != "-":
+            Path(args.output).write_text(text)
+        else:
+            print(text)
+        return results
+    import torch
+    threads_before = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _run(args, argv)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     from side4video.backbones import describe_backbone
     with warnings.catch_warnings():
@@ -980,13 +1053,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = {"arch": args.arch, "arch_label": "tiny_clip.json" if args.smoke else info.arch, "frames": args.frames,
            "size": args.size, "size_used": info.image_size, "batch": args.batch, "classes": args.classes,
            "steps": args.steps, "warmup": args.warmup, "device": args.device, "threads": args.threads,
-           "adapter_ratio": args.adapter_ratio, "scale_frames": args.scale_frames, "scale_batch": args.scale_batch,
+           "adapter_ratio": args.adapter_ratio, "side_dim": args.side_dim, "light_dim": args.light_dim,
+           "scale_frames": args.scale_frames, "scale_batch": args.scale_batch,
            "crops": args.crops, "clips": args.clips, "breakdown": args.breakdown,
            "breakdown_methods": args.breakdown_methods, "isolate": args.isolate, "smoke": args.smoke}
     results: dict[str, Any] = {"config": cfg, "environment": environment(cfg, argv), "methods": {}, "scaling": [],
                                "multiview": []}
-    runner = Runner(args.isolate)
-    output = Path(args.output) if args.output else (None if args.smoke else DEFAULT_OUTPUT)
+    import side4video.engine.evaluator  # noqa: F401  (imported once, before any worker forks)
+    import side4video.engine.optim  # noqa: F401
+    import side4video.engine.plugins  # noqa: F401
+    import side4video.models  # noqa: F401
+    runner = Runner(args.isolate, results["environment"]["device"], args.threads)
+    gc.collect()
+    gc.freeze()   # what exists now is never garbage: later collections only walk the benchmark's own objects
+    output = (None if args.output == "-" else Path(args.output) if args.output
+              else None if args.smoke else DEFAULT_OUTPUT)
 
     def save():
         if args.json:
@@ -1024,6 +1105,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         pass
     results["environment"]["wall_s"] = time.perf_counter() - started
     save()
+    gc.unfreeze()
     text = to_markdown(results)
     print(text)
     if output is not None:

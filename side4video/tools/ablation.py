@@ -35,7 +35,8 @@ The ablation YAML::
 Relative paths (``base``, a variant's ``config``, ``output``, ``report``) are read from the working directory, or
 else from the ablation file's folder. Variant keys are checked by the package's config loader (unknown keys stop
 with a one-line hint). The variants share the data, the solver settings and the budget; only the network section
-(and training plugins) may differ, and not the backbone (``network.arch``, ``pretrained``, ...).
+(and training plugins) may differ, and not the backbone (``network.arch``, ``pretrained``, ...: a variant config
+file's backbone keys are ignored, the base's backbone serves every variant).
 
 Training plugins that change pixels or the backbone features (``on_batch`` / ``on_inputs``, e.g. mixup, SV-Mix)
 cannot use the shared pass: such a variant is trained in the same loop on the same batches with its own backbone
@@ -243,7 +244,8 @@ def load_ablation(path: str | Path, opts: Sequence[str] | None = None, only: Seq
             network = _section(_read_mapping(variant_path), "network", str(variant_path))
             if not network:
                 raise ConfigError(f"{variant_path}: has no network section to use for variant '{name}'")
-            overrides.update({f"network.{k}": v for k, v in network.items()})
+            # its network section, the backbone excepted: the base's backbone serves every variant
+            overrides.update({f"network.{k}": v for k, v in network.items() if k not in BACKBONE_KEYS})
             load_config(base_path, overrides, overrides_source=f"{variant_path} (network section)")
             source = str(variant_path)
         network = _section(entry, "network", spot)
