@@ -54,7 +54,7 @@ import warnings
 from collections import defaultdict
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CLIP = REPO / "side4video" / "assets" / "tiny_clip.json"
@@ -275,7 +275,7 @@ def _nn():
 
 def make_fine_tuned(cfg: dict, info, device):
     """The whole open_clip image tower trains (fp32 master weights): frame-averaged embeddings → linear."""
-    torch, nn = _nn()
+    _, nn = _nn()
     from side4video.backbones import build_open_clip_model, resolve_arch
 
     class FineTuned(nn.Module):
@@ -315,7 +315,7 @@ def make_adapter_model(cfg: dict, backbone, device):
     else:
         blocks, batch_first = list(visual.transformer.resblocks), getattr(visual.transformer, "batch_first", True)
     width = info.width
-    hidden = max(8, int(round(width * cfg["adapter_ratio"])))
+    hidden = max(8, round(width * cfg["adapter_ratio"]))
 
     class STAdapter(nn.Module):
         def __init__(self):
@@ -343,17 +343,22 @@ def make_adapter_model(cfg: dict, backbone, device):
             super().__init__()
             self.adapters = nn.ModuleList(STAdapter() for _ in blocks)
             self.fc = nn.Linear(info.embed_dim, cfg["classes"])
-            self._frames = 1
+            self._frames = None   # set only while this model runs: the frozen encoder's own forward stays plain
             self._handles = []
             for block, adapter in zip(blocks, self.adapters):
                 def hook(module, args, adapter=adapter):
+                    if self._frames is None:
+                        return None
                     return (adapter(args[0], self._frames), *args[1:])
                 self._handles.append(block.register_forward_pre_hook(hook))
 
         def forward(self, frames):
             b, t = frames.shape[:2]
             self._frames = t
-            embedding = visual(frames.flatten(0, 1).to(backbone.dtype))   # grad enabled: backprop through the tower
+            try:   # grad enabled: backprop through the frozen tower
+                embedding = visual(frames.flatten(0, 1).to(backbone.dtype))
+            finally:
+                self._frames = None
             return self.fc(embedding.reshape(b, t, -1).mean(1).to(self.fc.weight.dtype))
 
         def remove(self):
@@ -587,9 +592,29 @@ def task_method(cfg: dict, name: str, precision: str, runtime_rss: int) -> dict[
     }
     if cfg["breakdown"] > 0:
         result["breakdown"] = group_records(list(meter.records.values()), cfg["breakdown"])
+    if cfg.get("profile", 0) > 0 and method.kind != "floor":
+        result["profile"] = profile_step(method, frames, labels, cfg["profile"])
     if method.kind == "adapter":
         method.model.remove()
     return result
+
+
+def profile_step(method: Method, frames, labels, top: int) -> list[dict[str, Any]]:
+    """One more step under ``torch.profiler``: the ops with the largest self time (after the timed steps)."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if method.device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        method.step(frames, labels)
+    device = method.device.type == "cuda"
+    rows = []
+    for event in prof.key_averages():
+        self_us = event.self_device_time_total if device else event.self_cpu_time_total
+        rows.append({"op": event.key, "count": event.count, "self_s": self_us / 1e6})
+    total = sum(r["self_s"] for r in rows)
+    rows.sort(key=lambda r: -r["self_s"])
+    for r in rows:
+        r["share"] = r["self_s"] / total if total else 0.0
+    return rows[:top]
 
 
 def task_scaling(cfg: dict, precision: str, names: list[str]) -> list[dict[str, Any]]:
@@ -848,7 +873,10 @@ def to_markdown(results: dict[str, Any]) -> str:
     env, cfg = results["environment"], results["config"]
     v = env["versions"]
     lines = ["# Training memory and speed per step (`benchmarks/train_memory_speed.py`)", "",
-             f"- command: `{env['command']}`", f"- date: {env['date']}", f"- machine: {env['machine']}"
+             f"- command: `{env['command']}`", f"- date: {env['date']}",
+             *[f"- resumed (the rows it lacked, measured the same way): `{r['command']}` at {r['date']}"
+               for r in env.get("resumed", [])],
+             f"- machine: {env['machine']}"
              + (f" (load average at start {env['loadavg_start'][0]:.1f})" if env.get("loadavg_start") else ""),
              f"- versions: torch {v['torch']}, open_clip {v['open_clip_torch']}, timm {v['timm']}, "
              f"deepspeed {v['deepspeed']} (the step mirrors the trainer's; DeepSpeed itself is not in the loop), "
@@ -858,11 +886,15 @@ def to_markdown(results: dict[str, Any]) -> str:
              f"{cfg['warmup']} warm-up + {cfg['steps']} timed steps, each paired with one frozen forward",
              f"- saved for backward: exact (distinct storages seen by `saved_tensors_hooks`, parameters excluded). "
              f"Peak memory: {results.get('peak_method', '')}"
-             + (" minus the bare runtime's resident set, one fresh process per method" if env["device"] == "cpu"
-                and cfg["isolate"] else "")
+             + (" minus the runtime's resident set after the imports, one fresh process per method, over all "
+                "steps after the models are built" if env["device"] == "cpu" and cfg["isolate"] else "")
              + (" (in-process: approximate)" if not cfg["isolate"] else "")
-             + "; it includes the frozen backbone's weights, trainable weights, gradients, AdamW state and activations "
-               "(full fine-tuning: without the unused frozen backbone).", ""]
+             + "; it includes the frozen backbone's weights, trainable weights, gradients, AdamW state, activations"
+             + (", allocator slack and the code pages the first kernels fault in (the floor row shows that constant "
+                "plus the frozen weights)" if env["device"] == "cpu" else "")
+             + " (full fine-tuning: without the frozen backbone it does not use).",
+             "- time: per timed step, the training step and one frozen forward (the floor) back to back in the same "
+             "process, alternating the order; 'vs floor' is the median of the per-pair ratios.", ""]
     if env["device"] == "cpu":
         lines += ["CPU times: bf16 on this CPU runs through oneDNN (AMX if present); they say nothing about a GPU.", ""]
     for precision, rows in results["methods"].items():
@@ -877,14 +909,28 @@ def to_markdown(results: dict[str, Any]) -> str:
                 f"{_mib(row['saved_per_clip'])} MiB | {_ratio(row['saved_vs_ft'])} | {_mib(row['peak'])} MiB | "
                 f"{_ratio(row['peak_vs_ft'])} | {row['step_s']:.2f} | "
                 f"{row['clips_per_s']:.2f} | {row['time_vs_floor']:.2f}x |")
-        lines += ["", "Phases (median s): frozen tap / model forward / backward / optimizer.", "",
-                  "| method | tap | forward | backward | optimizer | step | floor |", "|---|---|---|---|---|---|---|"]
+        lines += ["", "Phases (median s): frozen tap / model forward / backward / optimizer; the paired ratios; and "
+                  "1 + (step − tap) / floor, the ratio with the tap's own timing noise taken out (tap = floor's work).",
+                  "", "| method | tap | forward | backward | optimizer | step | floor | paired ratios | 1 + (step − tap) / floor |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for row in rows.values():
             p = row["phases"]
+            beyond = 1 + (p["total"] - p.get("tap", 0)) / row["floor_s"] if row["floor_s"] > 0 else 0.0
             lines.append(f"| {row['method']} | {p.get('tap', 0):.2f} | {p.get('forward', 0):.2f} | "
                          f"{p.get('backward', 0):.2f} | {p.get('optimizer', 0):.3f} | {p['total']:.2f} | "
-                         f"{row['floor_s']:.2f} |")
+                         f"{row['floor_s']:.2f} | {', '.join(f'{r:.2f}' for r in row['ratios'])} | "
+                         f"{beyond:.2f}x |" if row["method"] not in ("full_ft", "adapter", "floor") else
+                         f"| {row['method']} | {p.get('tap', 0):.2f} | {p.get('forward', 0):.2f} | "
+                         f"{p.get('backward', 0):.2f} | {p.get('optimizer', 0):.3f} | {p['total']:.2f} | "
+                         f"{row['floor_s']:.2f} | {', '.join(f'{r:.2f}' for r in row['ratios'])} | – |")
         lines.append("")
+        profiled = [row for row in rows.values() if row.get("profile")]
+        for row in profiled:
+            lines += [f"Largest self times, {row['label']}, {precision} (one profiled step, torch.profiler):", "",
+                      "| op | calls | self s | share |", "|---|---|---|---|"]
+            for e in row["profile"]:
+                lines.append(f"| `{e['op']}` | {e['count']} | {e['self_s']:.3f} | {e['share'] * 100:.1f}% |")
+            lines.append("")
     if results.get("slopes"):
         lines += ["## Scaling (exact saved bytes of one forward, batch 1 for frames, "
                   f"{cfg['frames']} frames for batch)", "",
@@ -915,13 +961,25 @@ def to_markdown(results: dict[str, Any]) -> str:
                          f"{mv['views_per_s']:.2f} |")
         lines.append("")
     if results.get("goals"):
-        lines += ["## Goals (issue \"Performance\")", "", "| goal | bound | measured | met |", "|---|---|---|---|"]
+        lines += ["## Goals (issue \"Performance\")", "",
+                  "| goal | bound | measured | met | note |", "|---|---|---|---|---|"]
         for g in results["goals"]:
             value = "not measured" if g["value"] is None else (
                 f"{g['value']:.1f} MiB" if g["quantity"].endswith("mib") else f"{g['value']:.3f}x")
             met = "–" if g["met"] is None else ("yes" if g["met"] else "**no**")
             bound = f"{g['bound']:.0f} MiB" if g["quantity"].endswith("mib") else f"{g['bound']:.2f}x"
-            lines.append(f"| {g['goal']} | ≤ {bound} | {value} | {met} |")
+            note = ""
+            row = results["methods"].get(g["precision"], {}).get(g["method"])
+            if row and g["quantity"] == "time_vs_floor":
+                beyond = 1 + (row["phases"]["total"] - row["phases"].get("tap", 0)) / row["floor_s"]
+                note = (f"pairs {', '.join(f'{r:.2f}' for r in row['ratios'])}; "
+                        f"1 + (step − tap) / floor = {beyond:.2f}x")
+            elif row and g["quantity"] == "saved_vs_ft":
+                ft = results["methods"][g["precision"]].get("full_ft")
+                if ft:
+                    note = (f"{_mib(row['saved_per_clip'])} of {_mib(ft['saved'] / ft['batch'])} MiB per clip; "
+                            f"bound = {_mib(g['bound'] * ft['saved'] / ft['batch'])} MiB")
+            lines.append(f"| {g['goal']} | ≤ {bound} | {value} | {met} | {note} |")
         if env["device"] == "cpu":
             lines.append("")
             lines.append("Time ratios are CPU-only (2 cores here); on a GPU the frozen forward and the side network "
@@ -930,7 +988,11 @@ def to_markdown(results: dict[str, Any]) -> str:
     breakdowns = [(p, r) for p, rows in results["methods"].items() for r in rows.values()
                   if r.get("breakdown") and r["method"] in results["config"]["breakdown_methods"]]
     if breakdowns:
-        lines += ["## Where the saved bytes go (largest groups of saved storages, summed over blocks)", ""]
+        lines += ["## Where the saved bytes go (largest groups of saved storages, summed over blocks)", "",
+                  "Each storage counts once, whole; its shape is that of the first tensor seen on it (a tap's class "
+                  "and patch tokens are views of one `[B·T, 1+N, W]` block output, so a `…x1x768` class-token row "
+                  "keeps the whole tap alive). 'created by' is the tensor's `grad_fn` (or how it came to be), "
+                  "'saved at' the innermost source lines outside torch.", ""]
         for precision, row in breakdowns:
             lines += [f"### {row['label']}, {precision}: {_mib(row['saved'])} MiB in {row['saved_storages']} storages",
                       "", "| MiB | count | module | created by | shape | dtype | saved at |", "|---|---|---|---|---|---|---|"]
@@ -976,6 +1038,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-multiview", action="store_true")
     parser.add_argument("--breakdown", type=int, default=12, help="largest saved-tensor groups to list (0: off)")
     parser.add_argument("--breakdown-methods", nargs="+", default=["side", "side-ckpt", "light"])
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="profile one more step per method and list its N ops with the largest self time")
     parser.add_argument("--isolate", dest="isolate", action="store_true", default=None,
                         help="one fresh subprocess per method (default, except --smoke)")
     parser.add_argument("--no-isolate", dest="isolate", action="store_false")
@@ -985,6 +1049,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "--smoke or '-': printed only)")
     parser.add_argument("--render", default=None, metavar="JSON",
                         help="only re-render the Markdown of an earlier --json file (to --output, else stdout)")
+    parser.add_argument("--resume", default=None, metavar="JSON",
+                        help="continue the interrupted run whose --json this is (same settings): measure only what "
+                             "it lacks")
+    parser.add_argument("--redo", nargs="+", default=[], help="with --resume: measure these again "
+                        "(METHOD, PRECISION:METHOD, 'scaling', 'multiview')")
     parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--_result", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1056,9 +1125,25 @@ def _run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
            "adapter_ratio": args.adapter_ratio, "side_dim": args.side_dim, "light_dim": args.light_dim,
            "scale_frames": args.scale_frames, "scale_batch": args.scale_batch,
            "crops": args.crops, "clips": args.clips, "breakdown": args.breakdown,
-           "breakdown_methods": args.breakdown_methods, "isolate": args.isolate, "smoke": args.smoke}
+           "breakdown_methods": args.breakdown_methods, "isolate": args.isolate, "smoke": args.smoke,
+           "profile": args.profile}
     results: dict[str, Any] = {"config": cfg, "environment": environment(cfg, argv), "methods": {}, "scaling": [],
                                "multiview": []}
+    redo = {item for entry in args.redo for item in entry.split(",") if item}
+    if args.resume:
+        # continue an interrupted run: keep what it measured (same settings), measure the rest (and --redo)
+        earlier = json.loads(Path(args.resume).read_text())
+        differing = {k for k in cfg if k not in ("isolate", "profile") and earlier["config"].get(k) != cfg[k]}
+        if differing:
+            raise SystemExit(f"--resume {args.resume}: settings differ ({', '.join(sorted(differing))})")
+        resumed = earlier["environment"].setdefault("resumed", [])
+        resumed.append({k: results["environment"][k] for k in ("command", "date", "loadavg_start")})
+        results["environment"] = earlier["environment"]
+        results["methods"] = {p: {n: r for n, r in rows.items() if n not in redo and f"{p}:{n}" not in redo}
+                              for p, rows in earlier["methods"].items()}
+        results["scaling"] = [r for r in earlier.get("scaling", []) if "scaling" not in redo]
+        results["multiview"] = [r for r in earlier.get("multiview", []) if "multiview" not in redo]
+        results["peak_method"] = earlier.get("peak_method")
     import side4video.engine.evaluator  # noqa: F401  (imported once, before any worker forks)
     import side4video.engine.optim  # noqa: F401
     import side4video.engine.plugins  # noqa: F401
@@ -1078,6 +1163,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     for precision in args.precision:
         rows = results["methods"].setdefault(precision, {})
         for name in args.methods:
+            if name in rows:
+                continue
             row = runner({"task": "method", "cfg": cfg, "method": name, "precision": precision})
             rows[name] = row
             results["peak_method"] = row["peak_method"]
@@ -1087,12 +1174,16 @@ def _run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             save()
     if not args.no_scaling:
         for precision in args.scaling_precision or args.precision:
+            if any(r["precision"] == precision for r in results["scaling"]):
+                continue
             results["scaling"] += runner({"task": "scaling", "cfg": cfg, "precision": precision,
                                           "methods": args.scaling_methods})
             save()
     if not args.no_multiview:
         for precision in args.multiview_precision or args.precision[:1]:
             for chunk in args.eval_chunks:
+                if any(r["precision"] == precision and r["chunk"] == chunk for r in results["multiview"]):
+                    continue
                 mv = runner({"task": "multiview", "cfg": cfg, "precision": precision, "chunk": chunk})
                 results["multiview"].append(mv)
                 _progress(f"[{precision}] multi-view {mv['views']} views, chunk {chunk}: peak {mv['peak'] / MIB:.0f} "

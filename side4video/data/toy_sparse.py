@@ -8,15 +8,15 @@ In the spirit of Move4MNIST ("No frame left behind", Liu et al., CVPR'21), drawn
 Four classes (``CLASS_NAMES``): a bright disc drifts slowly left / right / up / down. Each clip has its own
 length (32-48 frames by default) and mixes four kinds of frames (``FRAME_TYPES``):
 
-* ``informative``: the background with the moving disc — only 3 or 4 short bursts of 1-3 frames, one burst
-  at a random place in each of 3-4 equal parts of the clip (about 18% of the frames);
+* ``informative``: the background with the moving disc — only 3 or 4 short bursts of 2-3 frames, one burst
+  at a random place in each of 3-4 equal parts of the clip (about 22% of the frames);
 * ``static``: the background with a different object (a square of another colour) that never moves;
 * ``background``: the background alone;
 * ``black``: an all-black frame.
 
 Non-informative frames come in runs of 1-4 frames of one kind. The disc's position is defined at every
 time step, ``p(t) = p0 + v * t`` (it moves on a torus, wrapping around the frame edges, from a uniform
-start), so the bursts show it at consecutive points of one slow trajectory (14-24 px over the clip). Because
+start), so the bursts show it at consecutive points of one slow trajectory (22-30 px over the clip). Because
 the start is uniform on the torus, the disc's position in any single frame is uniform whatever the class and
 the frame's time: no single frame tells the class; the order of the informative frames does.
 
@@ -51,10 +51,11 @@ FORMATS = ("frames", "videos")
 META_VERSION = 1
 
 BURSTS = (3, 4)            # informative bursts per clip (inclusive range)
-BURST_LENGTH = (1, 3)      # frames per burst (inclusive)
+BURST_LENGTH = (2, 3)      # frames per burst (inclusive)
 RUN_LENGTH = (1, 4)        # frames per run of one distractor kind (inclusive)
 DISTRACTOR_P = (0.45, 0.35, 0.20)  # static object, background only, black
-DRIFT_PX = (14.0, 24.0)    # disc displacement over the whole clip (scaled to a 64 px short side)
+DRIFT_PX = (22.0, 30.0)    # disc displacement over the whole clip (scaled to a 64 px short side; < half the height,
+#                            so a displacement never reads as the opposite one across the wrap-around)
 DISC_RADIUS = (5.0, 7.0)
 SQUARE_SIDE = (9.0, 13.0)
 NOISE_STD = 2.0
@@ -224,7 +225,7 @@ def schedule_stats(types: Sequence[np.ndarray], num_segments: int = 8) -> dict:
     return dict(fractions=fractions, uniform_miss=float(np.mean(misses)))
 
 
-def generate_toy_sparse_dataset(out_dir: str, *, seed: int = 0, train_per_class: int = 100, val_per_class: int = 25,
+def generate_toy_sparse_dataset(out_dir: str, *, seed: int = 0, train_per_class: int = 200, val_per_class: int = 25,
                                 min_frames: int = 32, max_frames: int = 48, height: int = 64, width: int = 80,
                                 formats: Sequence[str] = ("frames",), workers: int | None = None) -> dict:
     """Write the sparse toy dataset to ``out_dir`` (skipped if already complete with these arguments).
@@ -302,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train_per_class", type=int, default=100)
+    parser.add_argument("--train_per_class", type=int, default=200)
     parser.add_argument("--val_per_class", type=int, default=25)
     parser.add_argument("--min_frames", type=int, default=32)
     parser.add_argument("--max_frames", type=int, default=48)

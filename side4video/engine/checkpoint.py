@@ -124,9 +124,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 _RENAMED_KEYS = ((".temporal_norm.", ".pre_attn.0.norm."), (".temporal.", ".pre_attn.0."))
 
 
-def trainable_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The trainable weights from one of our checkpoints or from a plain state dict (older key names renamed)."""
-    if "model" in checkpoint and isinstance(checkpoint["model"], dict):
+def trainable_state_dict(checkpoint: dict[str, Any], validated: bool = True) -> dict[str, torch.Tensor]:
+    """The trainable weights from one of our checkpoints or from a plain state dict (older key names renamed).
+
+    ``validated``: the weights validation scored when a plugin provided them (e.g. the EMA copy of an ``ema`` or
+    ``svmix`` run, ``eval_model``), else the trained model's (``model``)."""
+    if validated and isinstance(checkpoint.get("eval_model"), dict):
+        state = checkpoint["eval_model"]
+    elif "model" in checkpoint and isinstance(checkpoint["model"], dict):
         state = checkpoint["model"]
     elif checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
         state = checkpoint

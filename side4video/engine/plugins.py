@@ -17,7 +17,6 @@ provide the model used for validation (``eval_model``, e.g. an EMA copy). Plugin
 """
 from __future__ import annotations
 
-import copy
 import difflib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -152,7 +151,7 @@ class EmaPlugin(TrainPlugin):
         return self.ema.module if self.validate else None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"module": {k: v.detach().cpu() for k, v in self.ema.module.state_dict().items()}}
+        return {"module": {k: v.detach().to("cpu", copy=True) for k, v in self.ema.module.state_dict().items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.ema.module.load_state_dict(state["module"])
@@ -214,12 +213,5 @@ def classification_loss(logits: torch.Tensor, targets: torch.Tensor, smoothing: 
     return F.cross_entropy(logits.float(), targets, label_smoothing=0.0 if targets.dim() == 2 else smoothing)
 
 
-def frozen_copy(model: nn.Module) -> nn.Module:
-    """A deep copy with no parameter requiring grad (EMA-style teachers)."""
-    clone = copy.deepcopy(model)
-    clone.requires_grad_(False)
-    return clone
-
-
 __all__ = ["TrainBatch", "PluginContext", "TrainPlugin", "MixupPlugin", "EmaPlugin", "PLUGINS", "check_plugin_spec",
-           "build_plugins", "classification_loss", "frozen_copy"]
+           "build_plugins", "classification_loss"]

@@ -110,27 +110,6 @@ class MixBlock(nn.Module):
         return m.reshape(b, t, 1, 1) if mode == TEMPORAL else m.reshape(b, t, h, w)
 
 
-class _InputGradBackbone:
-    """The frozen backbone seen by the mask-learning branch: the same weights, precision and layer selection, but
-    autograd is kept so the loss reaches the input pixels (and through them the MixBlock). Its weights keep
-    ``requires_grad=False``, so they never receive a gradient. Everything but ``tap`` is the backbone's own."""
-
-    def __init__(self, backbone):
-        self._backbone = backbone
-        tap = type(backbone).tap
-        self._tap = getattr(tap, "__wrapped__", tap)     # FrozenEncoder.tap without its @torch.no_grad()
-
-    def tap(self, images: torch.Tensor, layers: Any = "all", embedding: bool = True):
-        with torch.enable_grad():
-            return self._tap(self._backbone, images, layers=layers, embedding=embedding)
-
-    def __call__(self, images: torch.Tensor, layers: Any = "all", embedding: bool = True):
-        return self.tap(images, layers=layers, embedding=embedding)
-
-    def __getattr__(self, name: str):
-        return getattr(self._backbone, name)
-
-
 def smoothed_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
     """timm's convention: ``1 − ε + ε/C`` on the label, ``ε/C`` elsewhere (rows sum to 1)."""
     off = smoothing / num_classes
@@ -349,7 +328,7 @@ class SVMixPlugin(TrainPlugin):
 def run_model_with_input_grad(backbone, model: nn.Module, frames: torch.Tensor, assembler=None) -> torch.Tensor:
     """``run_model`` with autograd kept through the frozen backbone to ``frames`` (its weights stay frozen)."""
     from ..models import run_model
-    return run_model(_InputGradBackbone(backbone), model, frames, assembler)
+    return run_model(backbone.with_input_grad(), model, frames, assembler)
 
 
 def _get(section, key: str, default: Any) -> Any:

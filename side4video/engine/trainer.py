@@ -225,10 +225,14 @@ class Trainer:
         rng_states = all_gather_objects(capture_rng_state())
         if self.dist.is_main:
             engine = self.engine
+            validated = self.validation_model()
             state = {
                 "format": FORMAT, **position, "world_size": self.dist.world_size,
                 "zero_stage": int(self.cfg.solver.zero_stage),
                 "model": _cpu_state(self.model.state_dict()),
+                # what validation scored (e.g. the EMA copy), so that test.py evaluates the weights best.pt was
+                # chosen by; resume reads "model"
+                **({"eval_model": _cpu_state(validated.state_dict())} if validated is not self.model else {}),
                 "plugin_parts": {k: _cpu_state(v.state_dict()) for k, v in self.engine.module.parts.items()},
                 "plugins": {p.name: p.state_dict() for p in self.plugins},
                 "optimizer": optimizer_states, "scheduler": engine.lr_scheduler.state_dict(), "rng": rng_states,

@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..backbones.frozen import BackboneInfo, LayerSpec, select_layers
 from ..errors import ConfigError
 from ..modules import BlockContext, SLOTS, TokenBatchNorm, build_side_module, module_plan, residual_init_std
+from ..modules.norm import checkpoint_without_double_updates
 from ..modules.functional import recomputed_linear
 from .inputs import SideInputs
 
@@ -176,7 +176,7 @@ class SideBlock(nn.Module):
         """x ``[B*T, N, D]`` patch stream; ``ctx.cls`` ``[B*T, 1, D]`` projected backbone cls; pos ``[N, D]``."""
         for module in self.pre_attn:
             x = module(x, ctx)
-        tokens = torch.cat([shift_cls_in_time(ctx.cls, ctx.num_frames), x + pos], dim=1)
+        tokens = torch.cat([shift_cls_in_time(ctx.cls, ctx.num_frames), x + pos.to(x.dtype)], dim=1)
         if self.post_norm:
             x = x + self.drop_path(self.attn_norm(self.attn(tokens)))
         else:
@@ -253,6 +253,9 @@ class SideNetwork(nn.Module):
         tap_norm = tap_norm or ("output" if eva else "input")
         head_norm = (not eva) if head_norm is None else head_norm
         num_heads = num_heads or default_num_heads(side_dim)
+        # inside a checkpointed block nothing is kept anyway: recomputing parts of it again would only cost time
+        recompute = recompute and not grad_checkpointing
+        self.recompute = recompute
         self.side_dim = side_dim
         self.fusion_weight = fusion_weight
         self.grad_checkpointing = grad_checkpointing
@@ -315,11 +318,14 @@ class SideNetwork(nn.Module):
         frames = inputs.frames
         b, t = frames.shape[:2]
         grid = (b, t, self.grid, self.grid)
-        x = self.stem(frames.to(self.stem.conv.weight.dtype))
+        frames = frames.to(self.stem.conv.weight.dtype)
+        recompute = self.training and torch.is_grad_enabled() and (self.recompute or self.grad_checkpointing)
+        # the stem's conv output (kept for its BatchNorm) is recomputed from the frames, kept anyway
+        x = checkpoint_without_double_updates(self.stem, frames) if recompute else self.stem(frames)
         for index, (cls_tokens, patch_tokens) in enumerate(zip(inputs.cls_tokens, inputs.patch_tokens)):
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 # only the block input (and the tap, alive anyway) is kept; the block is recomputed in backward
-                x = checkpoint(self._layer, x, cls_tokens, patch_tokens, index, grid, use_reentrant=False)
+                x = checkpoint_without_double_updates(self._layer, x, cls_tokens, patch_tokens, index, grid)
             else:
                 x = self._layer(x, cls_tokens, patch_tokens, index, grid)
         if self.head_norm is not None:

@@ -6,9 +6,35 @@ global batch (and NCCL runs work the same way).
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+from typing import Iterator
+
 import torch
 import torch.distributed as dist
 from torch import nn
+
+
+_RECOMPUTING = threading.local()
+
+
+@contextlib.contextmanager
+def recomputing_forward() -> Iterator[None]:
+    """Inside, every TokenBatchNorm computes what its forward computed without updating its running statistics:
+    the context a recomputation in backward (activation checkpointing) runs in, so statistics move once per step."""
+    previous = getattr(_RECOMPUTING, "active", False)
+    _RECOMPUTING.active = True
+    try:
+        yield
+    finally:
+        _RECOMPUTING.active = previous
+
+
+def checkpoint_without_double_updates(function, *args):
+    """``torch.utils.checkpoint`` (non-reentrant) whose recomputation leaves BatchNorm running statistics alone."""
+    from torch.utils.checkpoint import checkpoint
+    return checkpoint(function, *args, use_reentrant=False,
+                      context_fn=lambda: (contextlib.nullcontext(), recomputing_forward()))
 
 
 class TokenBatchNorm(nn.BatchNorm1d):
@@ -24,6 +50,16 @@ class TokenBatchNorm(nn.BatchNorm1d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
+        if getattr(_RECOMPUTING, "active", False) and self.training and self.track_running_stats:
+            # the same operations as the first forward (a checkpoint compares what they keep), but with momentum 0
+            # and the step counter rolled back: the running statistics are not moved a second time
+            momentum, self.momentum = self.momentum, 0.0
+            try:
+                out = self._global_batch_norm(flat) if self.synchronised else super().forward(flat)
+            finally:
+                self.momentum = momentum
+                self.num_batches_tracked.sub_(1)
+            return out.view_as(x)
         if not self.synchronised:
             return super().forward(flat).view_as(x)
         return self._global_batch_norm(flat).view_as(x)
@@ -56,13 +92,17 @@ class TokenBatchNorm(nn.BatchNorm1d):
         with torch.no_grad():
             self.num_batches_tracked.add_(1)
             momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-            unbiased = var * total / (total - 1).clamp_min(1)
-            self.running_mean.lerp_(mean.to(self.running_mean.dtype), momentum)
-            self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
+            if momentum:             # 0 in a recomputation (see recomputing_forward): nothing to update
+                unbiased = var * total / (total - 1).clamp_min(1)
+                self.running_mean.lerp_(mean.to(self.running_mean.dtype), momentum)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
+        return self._normalise(compute, mean, var, flat.dtype)
+
+    def _normalise(self, compute: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, dtype: torch.dtype):
         out = (compute - mean) * torch.rsqrt(var + self.eps)
         if self.affine:
             out = out * self.weight.float() + self.bias.float()
-        return out.to(flat.dtype)
+        return out.to(dtype)
 
 
-__all__ = ["TokenBatchNorm"]
+__all__ = ["TokenBatchNorm", "checkpoint_without_double_updates", "recomputing_forward"]

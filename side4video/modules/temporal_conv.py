@@ -45,16 +45,20 @@ class TemporalConv(SideModule):
         def depthwise(h, weight=dw_weight, bias=dw_bias):
             return temporal_depthwise(h, weight, bias, num_frames)
 
-        if self.recompute and not self.post_norm and not self.norm.synchronised:
-            h = recomputed_linear(x, w1, self.pw_conv1.bias, self.norm, self.norm.pure,
-                                  (self.norm.weight, self.norm.bias))
-        else:
-            h = F.linear(x if self.post_norm else self.norm(x), w1, self.pw_conv1.bias)
+        b1, b2, norm = self.pw_conv1.bias, self.pw_conv2.bias, self.norm
+        if self.recompute and not self.post_norm and not norm.synchronised:
+            # BN → PW₁ → DW recomputed in backward as one region: only the branch input x is kept (the stream,
+            # kept anyway), not the normalised, projected and convolved D-wide tensors (+1 D×D matmul in backward)
+            def region(x, nw, nb, pw, pb, dw, db):
+                return temporal_depthwise(F.linear(norm.pure(x, nw, nb), pw, pb), dw, db, num_frames)
+            return recomputed_linear(x, w2, b2, lambda x: depthwise(F.linear(norm(x), w1, b1)), region,
+                                     (norm.weight, norm.bias, w1, b1, dw_weight, dw_bias))
+        h = F.linear(x if self.post_norm else norm(x), w1, b1)
         if self.recompute:
-            out = recomputed_linear(h, w2, self.pw_conv2.bias, depthwise, depthwise, (dw_weight, dw_bias))
+            out = recomputed_linear(h, w2, b2, depthwise, depthwise, (dw_weight, dw_bias))
         else:
-            out = F.linear(depthwise(h), w2, self.pw_conv2.bias)
-        return self.norm(out) if self.post_norm else out
+            out = F.linear(depthwise(h), w2, b2)
+        return norm(out) if self.post_norm else out
 
     def forward(self, x: torch.Tensor, ctx: BlockContext) -> torch.Tensor:
         return x + self.drop_path(self._branch(x, ctx.num_frames))

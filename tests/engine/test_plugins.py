@@ -96,3 +96,13 @@ def test_classification_loss_smooths_hard_labels_and_takes_soft_targets_as_they_
     soft = torch.nn.functional.one_hot(labels, 5).float() * 0.9 + 0.02
     expected = -(soft * logits.log_softmax(-1)).sum(-1).mean()
     torch.testing.assert_close(classification_loss(logits, soft, 0.1), expected)
+
+
+def test_test_py_evaluates_the_weights_validation_scored():
+    """An EMA/SV-Mix run's best.pt was chosen by the EMA copy's top-1: test.py and predict read that copy."""
+    from side4video.engine.checkpoint import trainable_state_dict
+    online, ema = {"fc.weight": torch.zeros(2, 2)}, {"fc.weight": torch.ones(2, 2)}
+    checkpoint = {"model": online, "eval_model": ema}
+    assert trainable_state_dict(checkpoint)["fc.weight"].sum() == 4
+    assert trainable_state_dict(checkpoint, validated=False)["fc.weight"].sum() == 0
+    assert trainable_state_dict({"model": online})["fc.weight"].sum() == 0

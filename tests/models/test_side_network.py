@@ -215,6 +215,10 @@ def test_gradient_checkpointing_gives_the_same_result():
     out_ckpt.sum().backward()
     for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters()):
         torch.testing.assert_close(a.grad, b.grad, msg=name)
+    # the recomputation in backward does not move the BatchNorm running statistics a second time
+    for (name, a), b in zip(plain.named_buffers(), checkpointed.buffers()):
+        torch.testing.assert_close(a, b, msg=name)
+    assert all(int(b) == 1 for n, b in checkpointed.named_buffers() if n.endswith("num_batches_tracked"))
 
 
 def test_temporal_modules_are_pluggable():
