@@ -57,6 +57,9 @@ from types import SimpleNamespace
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO))
+from side4video.engine.memory import SavedTensorMeter  # noqa: E402
 TINY_CLIP = REPO / "side4video" / "assets" / "tiny_clip.json"
 DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "train_memory_speed.md"
 MIB = 2 ** 20
@@ -71,6 +74,10 @@ for _base in ("side", "light"):
                       + ("" if _recompute else ", recompute=False"))
             METHODS[_name] = (_label, dict(kind="side", dim=f"{_base}_dim", grad_checkpointing=_ckpt,
                                            recompute=_recompute))
+# SV-Mix pays for its mixed volume in pixels: a clean-clip feature pass, the mixed clip's tap and the mask branch
+# through the frozen backbone (with autograd to the pixels) and the EMA model.
+METHODS["side-svmix"] = ("Side4Video D={side_dim} + SV-Mix", dict(kind="side", dim="side_dim", grad_checkpointing=False,
+                                                                 recompute=True, plugins=("svmix",)))
 METHODS["full_ft"] = ("full fine-tuning (image tower + linear)", dict(kind="full_ft"))
 METHODS["adapter"] = ("ST-Adapter-style adapters (frozen backbone, backprop through it)", dict(kind="adapter"))
 METHODS["probe"] = ("linear probe (frame_avg, frozen features)", dict(kind="probe"))
@@ -137,43 +144,20 @@ class HostPeak:
         return "VmHWM (reset via /proc/self/clear_refs)" if self.resettable else "ru_maxrss (fresh process)"
 
 
-class SavedTensorMeter:
-    """Bytes of the distinct storages autograd saves for backward (parameters and buffers excluded).
-
-    With ``record``, each storage is described by the op that created the tensor (its ``grad_fn``), its shape and
-    dtype, the module it was saved in and the source lines that saved it — for finding where the bytes go.
-    """
+class RecordingMeter(SavedTensorMeter):
+    """The exact meter; with ``record``, each storage is also described by the op that created the tensor (its
+    ``grad_fn``), its shape and dtype, the module it was saved in and the source lines that saved it — for finding
+    where the bytes go."""
 
     def __init__(self, exclude: set[int], module_stack: list[str] | None = None, record: bool = False):
-        self.exclude = exclude
-        self.storages: dict[int, int] = {}
-        self.excluded: dict[int, int] = {}
+        super().__init__(exclude)
         self.records: dict[int, dict[str, Any]] = {}
         self.module_stack = module_stack
         self.record = record
 
-    def pack(self, tensor):
-        storage = tensor.untyped_storage()
-        ptr = storage.data_ptr()
-        if ptr in self.exclude:
-            self.excluded[ptr] = storage.nbytes()
-        elif ptr not in self.storages:
-            self.storages[ptr] = storage.nbytes()
-            if self.record:
-                self.records[ptr] = self._describe(tensor, storage.nbytes())
-        return tensor
-
-    @staticmethod
-    def unpack(tensor):
-        return tensor
-
-    def hooks(self):
-        import torch
-        return torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
-
-    @property
-    def bytes(self) -> int:
-        return sum(self.storages.values())
+    def on_new_storage(self, tensor, nbytes: int) -> None:
+        if self.record:
+            self.records[tensor.untyped_storage().data_ptr()] = self._describe(tensor, nbytes)
 
     def _describe(self, tensor, nbytes: int) -> dict[str, Any]:
         fn = tensor.grad_fn
@@ -189,6 +173,9 @@ class SavedTensorMeter:
                 "bytes": nbytes, "module": module, "site": _call_site()}
 
 
+_METER_FILE = sys.modules[SavedTensorMeter.__module__].__file__
+
+
 def _call_site(depth: int = 2) -> str:
     """The innermost ``depth`` frames outside torch and this meter: ``file:line function``."""
     frame = sys._getframe(2)
@@ -196,7 +183,8 @@ def _call_site(depth: int = 2) -> str:
     torch_dir = os.sep + "torch" + os.sep
     while frame is not None and len(sites) < depth:
         name = frame.f_code.co_filename
-        if torch_dir not in name and not (name == __file__ and frame.f_code.co_name in ("pack", "_describe")):
+        inside_meter = name == _METER_FILE or (name == __file__ and frame.f_code.co_name in ("on_new_storage", "_describe"))
+        if torch_dir not in name and not inside_meter:
             sites.append(f"{Path(name).name}:{frame.f_lineno} {frame.f_code.co_name}")
         frame = frame.f_back
     return " <- ".join(sites)
@@ -398,15 +386,37 @@ class Method:
         elif kind == "adapter":
             self.model = make_adapter_model(cfg, self.backbone, device)
         self.kind = kind
-        self.trainable = count_parameters(self.model) if self.model is not None else 0
-        self.optimizer = build_optimizer(self.model, solver_namespace(cfg)) if self.model is not None else None
-        self.exclude = storage_pointers(self.backbone.model, self.model)
+        self.plugins, trained = self._plugins(cfg, precision, device)
+        self.trainable = count_parameters(trained) if trained is not None else 0
+        self.optimizer = build_optimizer(trained, solver_namespace(cfg)) if trained is not None else None
+        self.exclude = storage_pointers(self.backbone.model, trained,
+                                        *(getattr(p, "ema", None) for p in self.plugins))
         names = {}
         for root, module in (("backbone", self.backbone.model), ("model", self.model)):
             if module is not None:
                 for sub_name, sub in module.named_modules():
                     names.setdefault(id(sub), f"{root}.{sub_name}" if sub_name else root)
         self.module_names = names
+
+    def _plugins(self, cfg: dict, precision: str, device):
+        """The spec's training plugins, set up as the trainer does; returns them and the module the optimizer
+        trains (the model plus the plugins' trainable parts)."""
+        if not self.spec.get("plugins"):
+            return [], self.model
+        from side4video.engine.plugins import PluginContext, build_plugins
+        from side4video.engine.trainer import TrainableParts
+        from side4video.models import TapAssembler
+        solver = SimpleNamespace(smoothing=0.0, precision=precision, mixup=0.0, cutmix=0.0,
+                                 plugins=[{"type": name} for name in self.spec["plugins"]])
+        run_cfg = SimpleNamespace(solver=solver)
+        context = PluginContext(cfg=run_cfg, model=self.model, backbone=self.backbone, assembler=TapAssembler(),
+                                num_classes=cfg["classes"], device=device)
+        plugins, parts = build_plugins(run_cfg), {}
+        for plugin in plugins:
+            part = plugin.setup(context)
+            if part is not None:
+                parts[plugin.name] = part.to(device)
+        return plugins, TrainableParts(self.model, parts)
 
     # -- the pieces of a step ---------------------------------------------------------------------------------
     def autocast(self):
@@ -429,23 +439,30 @@ class Method:
         """Frozen tap (if any) and the model's forward under autocast → the loss (fp32)."""
         from side4video.engine.plugins import classification_loss
         from side4video.models import model_inputs
+        from side4video.engine.plugins import TrainBatch
         t0 = time.perf_counter()
+        batch = TrainBatch(frames=frames, labels=labels, targets=labels)
+        for plugin in self.plugins:                                     # as the trainer: before the backbone
+            batch = plugin.on_batch(batch)
         if self.kind in ("side", "probe"):
-            inputs = model_inputs(self.backbone, self.model, frames)     # = run_model's tap
+            inputs = model_inputs(self.backbone, self.model, batch.frames)   # = run_model's tap
             self.sync()
         else:
-            inputs = frames
+            inputs = batch.frames
         t1 = time.perf_counter()
         with self.autocast():                                           # DeepSpeed's torch_autocast
             logits = self.model(inputs)
-        loss = classification_loss(logits, labels)
+            loss = classification_loss(logits, batch.targets)
+            for plugin in self.plugins:
+                for term in plugin.loss(logits, inputs, batch, self.model).values():
+                    loss = loss + term
         self.sync()
         if phases is not None:
             phases["tap"] = t1 - t0
             phases["forward"] = time.perf_counter() - t1
         return loss
 
-    def step(self, frames, labels, meter: SavedTensorMeter | None = None) -> dict[str, float]:
+    def step(self, frames, labels, meter: RecordingMeter | None = None) -> dict[str, float]:
         """One training step; returns its phase times."""
         phases: dict[str, float] = {}
         if self.kind == "floor":
@@ -472,6 +489,8 @@ class Method:
         t3 = time.perf_counter()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        for plugin in self.plugins:
+            plugin.after_step(1, self.model)
         self.sync()
         t4 = time.perf_counter()
         phases.update(backward=t3 - t2, optimizer=t4 - t3, total=t4 - start)
@@ -551,7 +570,7 @@ def task_method(cfg: dict, name: str, precision: str, runtime_rss: int) -> dict[
         built = host.current()
         host.reset()
     # warm-up; the first step is the measured one for saved bytes (the graph is the same every step)
-    meter = SavedTensorMeter(method.exclude, module_stack=[], record=cfg["breakdown"] > 0)
+    meter = RecordingMeter(method.exclude, module_stack=[], record=cfg["breakdown"] > 0)
     method.step(frames, labels, meter)
     for _ in range(max(cfg["warmup"], 1) - 1):
         method.step(frames, labels)
@@ -1206,6 +1225,4 @@ def _run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
     main()

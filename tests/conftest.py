@@ -100,11 +100,23 @@ def write_toy_config(path: Path, data: Path, **overrides) -> Path:
     return path
 
 
+# An in-process train/test run (setup_distributed) leaves these in os.environ with its port still bound for the
+# rest of the session: a child process that inherited them would try to listen on that port again.
+DISTRIBUTED_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def child_env(**extra: str) -> dict:
+    """The environment for a child process: this one without the process-group variables, on the CPU."""
+    env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_VARS}
+    env.update(PYTHONUNBUFFERED="1", DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env.update(extra)
+    return env
+
+
 def run_script(args: list[str], env: dict | None = None, timeout: int = 600):
     """Run a repository script (train.py, test.py, torchrun ...) in a subprocess; returns CompletedProcess."""
     import subprocess
     import sys
-    full_env = dict(os.environ, PYTHONUNBUFFERED="1", DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1",
-                    **(env or {}))
     command = [sys.executable] + args
-    return subprocess.run(command, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command, cwd=REPO, env=child_env(**(env or {})), capture_output=True, text=True,
+                          timeout=timeout)

@@ -127,14 +127,20 @@ class FrozenEncoder(nn.Module):
         """See :func:`select_layers`."""
         return select_layers(self.info.num_layers, layers)
 
-    @torch.no_grad()
-    def tap(self, images: torch.Tensor, layers: LayerSpec = "all", embedding: bool = True) -> TapOutput:
+    def tap(self, images: torch.Tensor, layers: LayerSpec = "all", embedding: bool = True, *,
+            input_grad: bool = False) -> TapOutput:
         """Run the frozen encoder once; return the chosen layers' class and patch tokens (+ the embedding).
 
         Uses the towers' public ``forward_intermediates`` (open_clip ViT and timm trunks alike), stopping after
         the last tapped layer when the final embedding is not needed. Runs in the encoder's own precision
-        whatever autocast the caller is under.
+        whatever autocast the caller is under, and under no-grad, unless ``input_grad`` asks for gradients with
+        respect to the input pixels (learned pixel mixing, e.g. SV-Mix's MixBlock); the encoder's own weights
+        never receive a gradient either way.
         """
+        with torch.set_grad_enabled(input_grad and torch.is_grad_enabled()):
+            return self._tap(images, layers, embedding)
+
+    def _tap(self, images: torch.Tensor, layers: LayerSpec, embedding: bool) -> TapOutput:
         images = self._prepare(images)
         wanted = self.resolve_layers(layers)
         with torch.autocast(images.device.type, enabled=False):
@@ -150,12 +156,31 @@ class FrozenEncoder(nn.Module):
     def forward(self, images: torch.Tensor, layers: LayerSpec = "all", embedding: bool = True) -> TapOutput:
         return self.tap(images, layers=layers, embedding=embedding)
 
+    def with_input_grad(self) -> "_InputGradEncoder":
+        """This encoder as seen by a branch that needs gradients with respect to the pixels (see ``tap``)."""
+        return _InputGradEncoder(self)
+
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() == 5:
             images = images.flatten(0, 1)
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images [B, 3, H, W] or [B, T, 3, H, W], got {tuple(images.shape)}")
         return images.to(self.dtype)
+
+
+class _InputGradEncoder:
+    """A FrozenEncoder whose ``tap`` keeps autograd to the input pixels; everything else is the encoder's own."""
+
+    def __init__(self, encoder: FrozenEncoder):
+        self._encoder = encoder
+
+    def tap(self, images: torch.Tensor, layers: LayerSpec = "all", embedding: bool = True) -> TapOutput:
+        return self._encoder.tap(images, layers=layers, embedding=embedding, input_grad=True)
+
+    __call__ = tap
+
+    def __getattr__(self, name: str):
+        return getattr(self._encoder, name)
 
 
 def drop_text_tower(model: nn.Module) -> None:

@@ -224,8 +224,19 @@ def _check_combinations(cfg: dict, source: str) -> None:
 
 
 def to_plain_dict(cfg: DotMap) -> dict:
-    """The config as plain Python containers (for YAML/JSON dumps and checkpoints)."""
-    return cfg.toDict() if isinstance(cfg, DotMap) else dict(cfg)
+    """The config as plain Python containers (dicts, lists, str, int, float, bool, None): what YAML/JSON dumps and
+    ``weights_only`` checkpoints accept."""
+    return _plain(cfg.toDict() if isinstance(cfg, DotMap) else dict(cfg))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
 
 
 def dump_config(cfg: DotMap, path: str | Path) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 _NONE_STRINGS = ("none", "null", "~", "")
 
@@ -330,3 +330,18 @@ def check_kwargs(name: str, factory: Callable, kwargs: dict, *, skip: Sequence[s
             close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
             hint = f"; did you mean '{close[0]}'?" if close else f"; it takes {', '.join(names) or 'no arguments'}"
             raise TypeMismatch(f"{name} has no argument '{key}'{hint}")
+
+
+def check_named_entry(kind: str, table: Mapping[str, Callable], entry: dict, *, skip: Sequence[str] = (),
+                      placement: Sequence[str] = ("type",)) -> dict:
+    """A ``{type: NAME, ...arguments}`` entry checked against a registry ``table`` (name → class): an unknown name
+    or argument raises TypeMismatch with the closest match. Returns the arguments (without ``placement`` keys)."""
+    import difflib
+    name = entry.get("type")
+    if name not in table:
+        close = difflib.get_close_matches(str(name), list(table), n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; available: {', '.join(table)}"
+        raise TypeMismatch(f"unknown {kind} '{name}'{hint}")
+    kwargs = {k: v for k, v in entry.items() if k not in placement}
+    check_kwargs(f"{kind} '{name}'", table[name].__init__, kwargs, skip=skip)
+    return kwargs

@@ -16,7 +16,7 @@ length (32-48 frames by default) and mixes four kinds of frames (``FRAME_TYPES``
 
 Non-informative frames come in runs of 1-4 frames of one kind. The disc's position is defined at every
 time step, ``p(t) = p0 + v * t`` (it moves on a torus, wrapping around the frame edges, from a uniform
-start), so the bursts show it at consecutive points of one slow trajectory (22-30 px over the clip). Because
+start), so the bursts show it at points of one trajectory (1.2-1.6 px per frame, wrapping around). Because
 the start is uniform on the torus, the disc's position in any single frame is uniform whatever the class and
 the frame's time: no single frame tells the class; the order of the informative frames does.
 
@@ -54,8 +54,9 @@ BURSTS = (3, 4)            # informative bursts per clip (inclusive range)
 BURST_LENGTH = (2, 3)      # frames per burst (inclusive)
 RUN_LENGTH = (1, 4)        # frames per run of one distractor kind (inclusive)
 DISTRACTOR_P = (0.45, 0.35, 0.20)  # static object, background only, black
-DRIFT_PX = (22.0, 30.0)    # disc displacement over the whole clip (scaled to a 64 px short side; < half the height,
-#                            so a displacement never reads as the opposite one across the wrap-around)
+SPEED_PX = (1.2, 1.6)      # disc speed in px per frame (scaled to a 64 px short side): two informative frames
+#                            up to ~20 frames apart are < half the height apart, so the wrap-around never makes a
+#                            displacement read as the opposite one
 DISC_RADIUS = (5.0, 7.0)
 SQUARE_SIDE = (9.0, 13.0)
 NOISE_STD = 2.0
@@ -90,8 +91,7 @@ def disc_path(rng: np.random.Generator, label: int, frames: int, height: int, wi
     """Disc centre ``[F, 2]`` (x, y in px) at every time step: uniform start on the torus, constant drift."""
     short = min(height, width)
     start = rng.uniform((0.0, 0.0), (width, height))
-    drift = rng.uniform(*DRIFT_PX) * short / 64
-    step = np.asarray(DIRECTIONS[label]) * drift / max(frames - 1, 1)
+    step = np.asarray(DIRECTIONS[label]) * rng.uniform(*SPEED_PX) * short / 64
     return (start + np.arange(frames)[:, None] * step) % (width, height)
 
 

@@ -17,7 +17,6 @@ provide the model used for validation (``eval_model``, e.g. an EMA copy). Plugin
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -25,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config.types import TypeMismatch, check_kwargs
+from ..config.types import check_named_entry
 from ..errors import ConfigError
 
 
@@ -175,15 +174,7 @@ def _registry() -> dict[str, type[TrainPlugin]]:
 
 def check_plugin_spec(entry: dict) -> dict:
     """``{type: NAME, ...}`` → checked (closest-name hints for the type and its arguments)."""
-    table = _registry()
-    name = entry.get("type")
-    if name not in table:
-        close = difflib.get_close_matches(str(name), list(table), n=1, cutoff=0.5)
-        hint = f"; did you mean '{close[0]}'?" if close else f"; available: {', '.join(table)}"
-        raise TypeMismatch(f"unknown training plugin '{name}'{hint}")
-    kwargs = {k: v for k, v in entry.items() if k != "type"}
-    check_kwargs(f"training plugin '{name}'", table[name].__init__, kwargs)
-    return {"type": name, **kwargs}
+    return {"type": entry.get("type"), **check_named_entry("training plugin", _registry(), entry)}
 
 
 def build_plugins(cfg) -> list[TrainPlugin]:

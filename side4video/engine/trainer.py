@@ -239,7 +239,7 @@ class Trainer:
                 "engine_counters": {"micro_steps": engine.micro_steps, "global_steps": engine.global_steps,
                                     "global_samples": engine.global_samples},
                 "backbone": self.identity, "head": self.cfg.network.head, "num_classes": self.cfg.data.num_classes,
-                "config": _plain(to_plain_dict(self.cfg)), "metrics": metrics or {},
+                "config": to_plain_dict(self.cfg), "metrics": metrics or {},
             }
             target = self.ckpt_dir / name
             if name == "last.pt" and target.is_file():
@@ -567,14 +567,3 @@ class Trainer:
 
 def _cpu_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu() for k, v in state.items()}
-
-
-def _plain(value: Any) -> Any:
-    """Config values as plain containers (weights_only checkpoints accept nothing else)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)

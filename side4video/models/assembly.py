@@ -9,14 +9,13 @@ e.g. full-video clustering) may ask the data pipeline for more frames than the m
 """
 from __future__ import annotations
 
-import difflib
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from ..backbones.frozen import FrozenEncoder
-from ..config.types import TypeMismatch, check_kwargs
+from ..config.types import check_named_entry
 from .inputs import SideInputs
 
 
@@ -56,15 +55,7 @@ def _assemblers() -> dict[str, type]:
 
 def check_assembler_spec(entry: dict) -> dict:
     """``{type: NAME, ...}`` → checked (closest-name hints for the type and its arguments)."""
-    table = _assemblers()
-    name = entry.get("type")
-    if name not in table:
-        close = difflib.get_close_matches(str(name), list(table), n=1, cutoff=0.5)
-        hint = f"; did you mean '{close[0]}'?" if close else f"; available: {', '.join(table)}"
-        raise TypeMismatch(f"unknown clip assembler '{name}'{hint}")
-    kwargs = {k: v for k, v in entry.items() if k != "type"}
-    check_kwargs(f"clip assembler '{name}'", table[name].__init__, kwargs)
-    return {"type": name, **kwargs}
+    return {"type": entry.get("type"), **check_named_entry("clip assembler", _assemblers(), entry)}
 
 
 def create_assembler(spec: Mapping[str, Any] | None):

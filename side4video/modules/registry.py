@@ -1,14 +1,13 @@
 """Side modules by name: config validation and construction (the table itself is ``SIDE_MODULES`` in __init__)."""
 from __future__ import annotations
 
-import difflib
 import inspect
 from typing import Any, Mapping, Sequence
 
 from torch import nn
 
 from ..errors import ConfigError
-from ..config.types import TypeMismatch, check_kwargs
+from ..config.types import TypeMismatch, check_named_entry
 from .base import SLOTS
 
 # Arguments the side network supplies itself to every module whose constructor takes them.
@@ -38,18 +37,13 @@ def _check_blocks(blocks: Any) -> Any:
 def check_side_module_spec(entry: dict) -> dict:
     """``{type, slot, blocks, **kwargs}`` → the same with defaults filled, or TypeMismatch naming the problem."""
     registry = _registry()
-    name = entry.get("type")
-    if name not in registry:
-        close = difflib.get_close_matches(str(name), list(registry), n=1, cutoff=0.5)
-        hint = f"; did you mean '{close[0]}'?" if close else f"; available: {', '.join(registry)}"
-        raise TypeMismatch(f"unknown side module '{name}'{hint}")
+    kwargs = check_named_entry("side module", registry, entry, skip=("dim",), placement=_PLACEMENT)
+    name = entry["type"]
     module_class = registry[name]
     slot = entry.get("slot", module_class.default_slot)
     if slot not in SLOTS:
         raise TypeMismatch(f"side module '{name}': slot must be one of {', '.join(SLOTS)}, got {slot!r}")
     blocks = _check_blocks(entry.get("blocks", module_class.default_blocks))
-    kwargs = {k: v for k, v in entry.items() if k not in _PLACEMENT}
-    check_kwargs(f"side module '{name}'", module_class.__init__, kwargs, skip=("dim",))
     return {"type": name, "slot": slot, "blocks": blocks, **kwargs}
 
 

@@ -70,7 +70,6 @@ import argparse
 import contextlib
 import datetime
 import difflib
-import json
 import os
 import platform
 import random
@@ -88,6 +87,7 @@ import torch
 from torch import nn
 
 from ..cli import run_command
+from ..engine.memory import SavedTensorMeter
 from ..errors import ConfigError, TrainingError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -185,7 +185,8 @@ def _section(raw: Mapping, key: str, where: str) -> Mapping:
     return value
 
 
-def load_ablation(path: str | Path, opts: Sequence[str] | None = None, only: Sequence[str] | None = None) -> AblationSpec:
+def load_ablation(path: str | Path, opts: Sequence[str] | None = None,
+                  only: Sequence[str] | None = None) -> AblationSpec:
     """Read and check an ablation YAML; every variant's config is loaded and validated with ``load_config``.
 
     ``opts`` (``key=value``) override the base config for every variant (a variant's own keys still win);
@@ -344,38 +345,6 @@ class RngState:
         random.setstate(self.python)
 
 
-class Trainable(nn.Module):
-    """The model and the plugins' trainable parts, named like the trainer's (``model.``, ``parts.<plugin>.``), so that
-    the optimizer state fits a train.py resume."""
-
-    def __init__(self, model: nn.Module, parts: dict[str, nn.Module]):
-        super().__init__()
-        self.model = model
-        self.parts = nn.ModuleDict(parts)
-
-    def forward(self, inputs):
-        return self.model(inputs)
-
-
-class SavedBytes:
-    """Distinct storages autograd saves for backward (by data pointer, full storage size), parameters excluded."""
-
-    def __init__(self, exclude: set[int]):
-        self.exclude = exclude
-        self.storages: dict[int, int] = {}
-
-    def pack(self, tensor: torch.Tensor):
-        storage = tensor.untyped_storage()
-        pointer = storage.data_ptr()
-        if pointer not in self.exclude:
-            self.storages[pointer] = storage.nbytes()
-        return tensor
-
-    @property
-    def total(self) -> int:
-        return sum(self.storages.values())
-
-
 def _plugin_changes_inputs(plugin) -> bool:
     from ..engine.plugins import TrainPlugin
     kind = type(plugin)
@@ -397,6 +366,7 @@ class VariantRun:
         from ..engine.builders import model_from_config
         from ..engine.optim import build_optimizer, build_scheduler
         from ..engine.plugins import PluginContext, build_plugins
+        from ..engine.trainer import TrainableParts
         from ..models import TapAssembler, count_parameters
         cfg = spec.cfg
         self.spec, self.name, self.cfg = spec, spec.name, cfg
@@ -411,7 +381,7 @@ class VariantRun:
             part = plugin.setup(context)
             if part is not None:
                 parts[plugin.name] = part.to(device)
-        self.trainable = Trainable(model, parts)
+        self.trainable = TrainableParts(model, parts)
         if cfg.network.compile:
             model.compile()
         lr_mult = dict(cfg.solver.lr_mult)
@@ -430,12 +400,12 @@ class VariantRun:
         self.needs_embedding = bool(model.needs_embedding)
         self.own_pass = any(_plugin_changes_inputs(p) for p in self.plugins)
         self.params = count_parameters(model)
+        self.plugin_params = count_parameters(self.trainable.parts)   # trained, but not part of the model tested
         np.random.seed(int(cfg.seed))          # NumPy / Python streams (mixup draws) seeded too: reproducible
         random.seed(int(cfg.seed))
         self.rng = RngState(device)            # this variant's stream, from right after its seeded init
         outside.restore()
         self.micro_steps = self.optimizer_steps = 0
-        self.step_times: list[float] = []
         self.saved_bytes_per_clip: float | None = None
         self.pending: list[tuple[dict, torch.Tensor]] = []
         self.epoch_losses: list[float] = []
@@ -483,9 +453,8 @@ class VariantRun:
             inputs = select_inputs(taps, frames, self.layers, self.needs_embedding)
         meter = None
         if measure:
-            meter = SavedBytes({p.untyped_storage().data_ptr() for p in self.trainable.parameters()})
-        hooks = (torch.autograd.graph.saved_tensors_hooks(meter.pack, lambda t: t) if meter is not None
-                 else contextlib.nullcontext())
+            meter = SavedTensorMeter.excluding(self.trainable)
+        hooks = meter.hooks() if meter is not None else contextlib.nullcontext()
         with hooks, self._autocast():
             logits = self.trainable(inputs)
             total = classification_loss(logits, batch.targets, self.smoothing)
@@ -493,7 +462,7 @@ class VariantRun:
                 for term in plugin.loss(logits, inputs, batch, self.model).values():
                     total = total + term
         if meter is not None:
-            self.saved_bytes_per_clip = meter.total / frames.shape[0]
+            self.saved_bytes_per_clip = meter.bytes / frames.shape[0]
         self.scaler.scale(total / self.accumulation).backward()
         self.micro_steps += 1
         if self.micro_steps % self.accumulation == 0:
@@ -796,17 +765,6 @@ def shared_scores(backbone, models: Mapping[str, nn.Module], loader, device: tor
 
 
 # -- checkpoints ---------------------------------------------------------------------------------------------------
-def _plain(value: Any) -> Any:
-    """Config values as plain containers (weights_only checkpoints accept nothing else)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
 def _cpu_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu() for k, v in state.items()}
 
@@ -835,7 +793,7 @@ def save_variant(run: VariantRun, folder: Path, identity: dict, *, epoch: int, m
         "engine_counters": {"micro_steps": run.micro_steps, "global_steps": run.optimizer_steps,
                             "global_samples": run.micro_steps * int(cfg.data.batch_size) * int(cfg.data.num_sample)},
         "backbone": identity, "head": cfg.network.head, "num_classes": int(cfg.data.num_classes),
-        "config": _plain(to_plain_dict(cfg)), "metrics": _plain(metrics or {}),
+        "config": to_plain_dict(cfg), "metrics": to_plain_dict(metrics or {}),
         "ablation": {"variant": run.name, "trained_with": "side4video.tools.ablation (shared backbone pass)"},
     }
     path = folder / "checkpoint.pt"
@@ -846,11 +804,14 @@ def save_variant(run: VariantRun, folder: Path, identity: dict, *, epoch: int, m
 
 # -- the report ----------------------------------------------------------------------------------------------------
 def _mib(value: float | None) -> str:
-    return "-" if value is None else f"{value / 2 ** 20:.2f} MiB"
+    if value is None:
+        return "-"
+    return f"{value / 2 ** 20:.2f} MiB" if value >= 2 ** 20 else f"{value / 2 ** 10:.1f} KiB"
 
 
 def machine_description(device: torch.device) -> str:
-    cpu = f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads"
+    threads = torch.get_num_threads()
+    cpu = f"{os.cpu_count()} CPU cores, {threads} torch thread{'s' if threads != 1 else ''}"
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} ({cpu}); torch {torch.__version__}"
     return f"CPU only: {cpu} ({platform.processor() or platform.machine()}); torch {torch.__version__}"
@@ -870,9 +831,23 @@ def table_rows(results: dict) -> tuple[list[str], list[list[Any]]]:
                      _mib(row["saved_bytes_per_clip"]),
                      f"{row['relative_step']:.2f}x" if row["relative_step"] is not None else "-",
                      f"{row['step_ms']:.0f}" if row["step_ms"] is not None else "-",
-                     "; ".join(filter(None, ["own backbone pass" if row["own_pass"] else "",
-                                             row["diverged"] or ""]))])
+                     "; ".join(filter(None, [
+                         f"plugins: {', '.join(row['plugins'])}" if row.get("plugins") else "",
+                         f"+{row['plugin_params']:,} plugin params" if row.get("plugin_params") else "",
+                         "own backbone pass" if row["own_pass"] else "", row["diverged"] or ""]))])
     return headers, rows
+
+
+def _curves(results: dict) -> list[str]:
+    """A second table: top-5 and the mean training loss of every epoch."""
+    from ._common import format_table
+    epochs = int(results["budget"]["epochs"])
+    rows = []
+    for row in results["variants"]:
+        losses = {h["epoch"]: h.get("train_loss") for h in row["history"]}
+        rows.append([row["name"], "-" if row["top5"] is None else f"{row['top5']:.1f}",
+                     " ".join("-" if losses.get(e) is None else f"{losses[e]:.2f}" for e in range(epochs))])
+    return [format_table(["variant", "val top-5", f"train loss, epochs 0-{epochs - 1}"], rows), ""]
 
 
 def format_report(results: dict) -> str:
@@ -898,6 +873,7 @@ def format_report(results: dict) -> str:
         "",
         format_table(headers, rows),
         "",
+        *_curves(results),
         "## Shared backbone pass vs separate runs",
         "",
         f"Per batch (medians): data {saving['load_ms']:.0f} ms, one backbone pass {saving['backbone_ms']:.0f} ms "
@@ -935,7 +911,9 @@ def format_report(results: dict) -> str:
 
 def _command_line(argv: Sequence[str] | None) -> str:
     args = list(sys.argv[1:] if argv is None else argv)
-    return "python -m side4video.tools.ablation " + " ".join(shlex.quote(a) for a in args)
+    threads = os.environ.get("OMP_NUM_THREADS")
+    prefix = f"OMP_NUM_THREADS={threads} " if threads else ""
+    return prefix + "python -m side4video.tools.ablation " + " ".join(shlex.quote(a) for a in args)
 
 
 # -- the whole run -------------------------------------------------------------------------------------------------
@@ -1025,7 +1003,9 @@ def run_ablation(spec: AblationSpec, out_dir: str | Path | None = None, *, repor
             "top1": metrics.get("top1"), "top5": metrics.get("top5"), "test": metrics or None,
             "saved_bytes_per_clip": run.saved_bytes_per_clip, "step_ms": step_ms[run.name],
             "relative_step": (step_ms[run.name] / reference_ms) if step_ms[run.name] and reference_ms else None,
-            "own_pass": run.own_pass, "diverged": run.diverged, "history": run.history,
+            "own_pass": run.own_pass, "plugins": [p.name for p in run.plugins], "plugin_params": run.plugin_params,
+            "diverged": run.diverged,
+            "history": run.history,
             "checkpoint": None if run.diverged else str(out_dir / run.name / "checkpoint.pt"),
             "config_source": run.spec.source,
         })

@@ -24,17 +24,6 @@ from typing import Any, Sequence
 from ._common import add_config_arguments, load_tool_config
 
 
-def _plain(value: Any) -> Any:
-    """Config values as plain containers (``weights_only`` loading accepts nothing else)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
 def convert_official(checkpoint: str | Path, cfg, out: str | Path) -> dict[str, Any]:
     """Convert ``checkpoint`` for the model ``cfg`` builds and write it to ``out``; returns what was written."""
     from ..config import to_plain_dict
@@ -54,7 +43,7 @@ def convert_official(checkpoint: str | Path, cfg, out: str | Path) -> dict[str, 
     del raw
     model = model_from_config(cfg, backbone)
     load_trainable_weights(model, checkpoint, backbone, cfg, checkpoint=converted)   # fits the config's model
-    plain = _plain(to_plain_dict(cfg))
+    plain = to_plain_dict(cfg)
     plain.pop("config_path", None)
     written = {**converted, "head": cfg.network.head, "num_classes": int(cfg.data.num_classes), "config": plain}
     atomic_save(written, out)

@@ -68,6 +68,19 @@ def test_exact_relations_of_saved_bytes(smoke):
     assert saved["adapter"] > saved["probe"] and saved["full_ft"] > saved["probe"]
 
 
+def test_svmix_row_counts_its_mixblock_and_its_pass_through_the_backbone(smoke):
+    """SV-Mix trains the side network plus the MixBlock (LayerNorm(W) + Linear(W+1→W) + Linear(W+1→1)), and its
+    mask branch backpropagates through the frozen backbone to the pixels, so it keeps far more than the plain side
+    network: at least the backbone's own activations, which the adapter baseline (also backprop through the
+    backbone, with tiny adapters) keeps too."""
+    results, _ = smoke
+    rows = results["methods"]["fp32"]
+    width = json.loads((ROOT / "side4video" / "assets" / "tiny_clip.json").read_text())["vision_cfg"]["width"]
+    mixblock = 2 * width + (width + 1) * width + width + (width + 1) + 1
+    assert rows["side-svmix"]["trainable"] == rows["side"]["trainable"] + mixblock
+    assert rows["side-svmix"]["saved"] > rows["side"]["saved"] + 0.5 * (rows["adapter"]["saved"] - rows["probe"]["saved"])
+
+
 def test_scaling_is_exactly_linear_and_matches_the_step(smoke):
     results, _ = smoke
     cfg = results["config"]

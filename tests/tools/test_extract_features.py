@@ -139,15 +139,14 @@ def test_resume_after_sigkill_is_byte_identical(workspace, tmp_path):
 def test_two_processes_through_the_launcher_script(workspace, tmp_path):
     """scripts/extract_features.sh with GPUS=2: rank r writes shards r, r+2, ...; rank 0 writes the index after
     both finished; the files equal a one-process run's."""
-    import os
     import subprocess
 
+    from tests.conftest import child_env
     from tools_workspace import REPO
     args = ["--shard_size", "3", "--batch_size", "2", "--no_progress", "--test_crops", "3"]
     single = extract(workspace, workspace.toy["val_frames_list"], workspace.toy["frames_root"], tmp_path / "one",
                      *args)
-    env = {**os.environ, "GPUS": "2", "DS_ACCELERATOR": "cpu", "PYTHONWARNINGS": "ignore"}
-    env.pop("MASTER_PORT", None)
+    env = child_env(GPUS="2")
     run = subprocess.run(["sh", "scripts/extract_features.sh", str(workspace.config), workspace.toy["val_frames_list"],
                           workspace.toy["frames_root"], str(tmp_path / "two"), *args], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=180)

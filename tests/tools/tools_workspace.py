@@ -5,7 +5,6 @@ freshly initialised side-network checkpoint in the engine's format, and a config
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import warnings
@@ -13,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import child_env
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_CLIP_JSON = REPO / "side4video" / "assets" / "tiny_clip.json"
@@ -105,6 +106,5 @@ def workspace(tmp_path_factory) -> Workspace:
 
 def run_module(module: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """``python -m module args`` in a fresh process (for crash/resume tests), from the repository root."""
-    full_env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONWARNINGS": "ignore", **(env or {})}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=full_env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=child_env(**(env or {})), capture_output=True,
                           text=True, timeout=120)
