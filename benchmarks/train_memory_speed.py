@@ -78,6 +78,11 @@ for _base in ("side", "light"):
 # through the frozen backbone (with autograd to the pixels) and the EMA model.
 METHODS["side-svmix"] = ("Side4Video D={side_dim} + SV-Mix", dict(kind="side", dim="side_dim", grad_checkpointing=False,
                                                                  recompute=True, plugins=("svmix",)))
+# torch.compile of the side network (network.compile): opt-in here, its compilation takes minutes on a CPU.
+METHODS["side-compile"] = ("Side4Video D={side_dim}, torch.compile", dict(kind="side", dim="side_dim",
+                                                                          grad_checkpointing=False, recompute=True,
+                                                                          compile=True))
+OPT_IN = {"side-compile"}            # not part of --methods all
 METHODS["full_ft"] = ("full fine-tuning (image tower + linear)", dict(kind="full_ft"))
 METHODS["adapter"] = ("ST-Adapter-style adapters (frozen backbone, backprop through it)", dict(kind="adapter"))
 METHODS["probe"] = ("linear probe (frame_avg, frozen features)", dict(kind="probe"))
@@ -379,6 +384,8 @@ class Method:
             self.model = create_model("side4video", info, cfg["classes"], side_dim=cfg[self.spec["dim"]],
                                       grad_checkpointing=self.spec["grad_checkpointing"],
                                       recompute=self.spec["recompute"]).to(device).train()
+            if self.spec.get("compile"):
+                self.model.compile()     # as the trainer does for network.compile: the first steps compile
         elif kind == "probe":
             self.model = create_model("frame_avg", info, cfg["classes"]).to(device).train()
         elif kind == "full_ft":
@@ -1077,7 +1084,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--_result", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     methods = [m for item in args.methods for m in item.split(",") if m]
-    args.methods = list(METHODS) if "all" in methods else methods
+    args.methods = [m for m in METHODS if m not in OPT_IN] if "all" in methods else methods
     unknown = [m for m in args.methods + args.scaling_methods if m not in METHODS]
     if unknown:
         parser.error(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")

@@ -300,6 +300,11 @@ def build_dataset(data_cfg: Any, split: str, *, test_crops: int | None = None, t
     else:
         transform = EvalViews(input_size, scale, num_crops=test_crops or cfg.test_crops, three_crop=cfg.three_crop)
         num_clips = test_clips or cfg.test_clips
+        most = getattr(sampler, "max_test_clips", None)
+        if most is not None and num_clips > most:
+            raise ConfigError(f"{type(sampler).__name__} (network.assembler) sees every frame of a video, so it tests "
+                              f"{most} temporal clip per video, got test_clips {num_clips}: use --test_clips {most} "
+                              "(crops still apply)")
 
     return VideoDataset(records, root, split=split, sampler=sampler, transform=transform, class_names=class_names,
                         image_tmpl=cfg.image_tmpl, video_backend=cfg.video_backend, num_sample=cfg.num_sample,

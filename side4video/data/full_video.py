@@ -65,6 +65,7 @@ class FullVideoSampler:
     max_frames: int = 512
     stride: int | None = None
     random_shift: bool = True
+    max_test_clips = 1               # (a class constant: the whole video is the one temporal view)
 
     @property
     def frames_per_clip(self) -> int:

@@ -1,6 +1,7 @@
-"""A toy dataset whose informative frames are sparse: sampling a few frames misses them, every frame does not.
+"""A toy dataset whose informative frames come in short bursts among distractor frames: a few sampled frames see
+some of them (and miss whole bursts), every frame sees all.
 
-    python -m side4video.data.toy_sparse --out DIR [--seed 0] [--train_per_class 100] [--val_per_class 25]
+    python -m side4video.data.toy_sparse --out DIR [--seed 0] [--train_per_class 200] [--val_per_class 25]
                                          [--min_frames 32] [--max_frames 48] [--height 64] [--width 80]
                                          [--formats frames[,videos]] [--workers N]
 
@@ -8,15 +9,16 @@ In the spirit of Move4MNIST ("No frame left behind", Liu et al., CVPR'21), drawn
 Four classes (``CLASS_NAMES``): a bright disc drifts slowly left / right / up / down. Each clip has its own
 length (32-48 frames by default) and mixes four kinds of frames (``FRAME_TYPES``):
 
-* ``informative``: the background with the moving disc — only 3 or 4 short bursts of 2-3 frames, one burst
-  at a random place in each of 3-4 equal parts of the clip (about 22% of the frames);
-* ``static``: the background with a different object (a square of another colour) that never moves;
+* ``informative``: the background with the moving disc — only 4 or 5 short bursts of 3-5 frames, one burst
+  at a random place in each of 4-5 equal parts of the clip (about 45% of the frames, in bursts among the
+  distractors);
+* ``static``: the background with a different object (a dimmer square) that never moves;
 * ``background``: the background alone;
 * ``black``: an all-black frame.
 
 Non-informative frames come in runs of 1-4 frames of one kind. The disc's position is defined at every
 time step, ``p(t) = p0 + v * t`` (it moves on a torus, wrapping around the frame edges, from a uniform
-start), so the bursts show it at points of one trajectory (1.2-1.6 px per frame, wrapping around). Because
+start), so the bursts show it at points of one trajectory (1.8-2.2 px per frame, wrapping around). Because
 the start is uniform on the torus, the disc's position in any single frame is uniform whatever the class and
 the frame's time: no single frame tells the class; the order of the informative frames does.
 
@@ -48,15 +50,15 @@ FRAME_TYPES = ("informative", "static", "background", "black")
 INFORMATIVE, STATIC, BACKGROUND, BLACK = range(4)
 IMAGE_TMPL = "{:05d}.jpg"
 FORMATS = ("frames", "videos")
-META_VERSION = 1
+META_VERSION = 3
 
-BURSTS = (3, 4)            # informative bursts per clip (inclusive range)
-BURST_LENGTH = (2, 3)      # frames per burst (inclusive)
+BURSTS = (4, 5)            # informative bursts per clip (inclusive range)
+BURST_LENGTH = (3, 5)      # frames per burst (inclusive)
 RUN_LENGTH = (1, 4)        # frames per run of one distractor kind (inclusive)
 DISTRACTOR_P = (0.45, 0.35, 0.20)  # static object, background only, black
-SPEED_PX = (1.2, 1.6)      # disc speed in px per frame (scaled to a 64 px short side): two informative frames
-#                            up to ~20 frames apart are < half the height apart, so the wrap-around never makes a
-#                            displacement read as the opposite one
+SPEED_PX = (1.8, 2.2)      # disc speed in px per frame (scaled to a 64 px short side): neighbouring bursts (about
+#                            10 frames apart) are ~20 px apart, well under half the height, so the wrap-around
+#                            rarely makes a displacement read as the opposite one
 DISC_RADIUS = (5.0, 7.0)
 SQUARE_SIDE = (9.0, 13.0)
 NOISE_STD = 2.0
@@ -134,7 +136,7 @@ def render_clip(rng: np.random.Generator, label: int, frames: int = 40, height: 
     types = frame_schedule(rng, frames)
     background = _background(rng, height, width)
     disc_colour = rng.uniform(170, 255, size=3)
-    square_colour = rng.uniform(170, 255, size=3)
+    square_colour = rng.uniform(100, 150, size=3)   # dimmer than the disc: a distractor, not a second disc
     radius = rng.uniform(*DISC_RADIUS) * min(height, width) / 64
     side = rng.uniform(*SQUARE_SIDE) * min(height, width) / 64
     square_at = rng.uniform((side / 2, side / 2), (width - side / 2, height - side / 2))
@@ -199,10 +201,10 @@ Classes (labels.csv):
 {classes}
 
 A bright disc drifts slowly (wrapping around the edges) in the class direction, but it is visible only in
-3-4 short bursts of informative frames; the other frames show a static square, the background alone, or
+4-5 short bursts of 3-5 informative frames; the other frames show a static square, the background alone, or
 black. Frame types over all clips: {fractions}.
-8 frames sampled TSN-style (segment middles) catch fewer than 2 informative frames in
-{stats['uniform_miss']:.1%} of the clips. Horizontal flips swap left and right: flip_pairs: [[0, 1]].
+8 frames sampled TSN-style (segment middles) miss {stats['uniform_burst_miss']:.1%} of the informative bursts
+entirely (and catch fewer than 2 informative frames in {stats['uniform_miss']:.1%} of the clips). Horizontal flips swap left and right: flip_pairs: [[0, 1]].
 
 Layout:
   frames/{{train,val}}/<id>/00001.jpg ...   JPEG frames, 1-indexed (image_tmpl '{{:05d}}.jpg')
@@ -212,17 +214,29 @@ Layout:
 """
 
 
+def informative_bursts(clip_types: np.ndarray) -> list[tuple[int, int]]:
+    """The runs of informative frames of one clip, ``[(start, end), ...]`` (end exclusive)."""
+    informative = np.concatenate([[False], clip_types == INFORMATIVE, [False]])
+    edges = np.flatnonzero(informative[1:] != informative[:-1])
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
+
+
 def schedule_stats(types: Sequence[np.ndarray], num_segments: int = 8) -> dict:
-    """Fractions of each frame type, and how often TSN segment-middle sampling of ``num_segments`` frames
-    catches fewer than two informative frames (``uniform_miss``)."""
+    """Fractions of each frame type and what TSN segment-middle sampling of ``num_segments`` frames sees: how often
+    it catches fewer than two informative frames (``uniform_miss``) and the fraction of the informative bursts
+    it misses entirely (``uniform_burst_miss``: each missed burst is a gap in the drift it can follow)."""
     every = np.concatenate(list(types))
     fractions = {name: float(np.mean(every == i)) for i, name in enumerate(FRAME_TYPES)}
-    misses = []
+    misses, bursts, missed_bursts = [], 0, 0
     for clip in types:
         tick = len(clip) / num_segments
         picks = (tick / 2 + tick * np.arange(num_segments)).astype(np.int64)
         misses.append(int(np.sum(clip[picks] == INFORMATIVE)) < 2)
-    return dict(fractions=fractions, uniform_miss=float(np.mean(misses)))
+        for start, end in informative_bursts(clip):
+            bursts += 1
+            missed_bursts += not np.any((picks >= start) & (picks < end))
+    return dict(fractions=fractions, uniform_miss=float(np.mean(misses)),
+                uniform_burst_miss=missed_bursts / max(bursts, 1))
 
 
 def generate_toy_sparse_dataset(out_dir: str, *, seed: int = 0, train_per_class: int = 200, val_per_class: int = 25,
@@ -328,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stats = info.get("stats") or {}
     if stats:
         print("  frame types: " + ", ".join(f"{k} {v:.1%}" for k, v in stats["fractions"].items())
-              + f"; 8 uniform frames catch < 2 informative frames in {stats['uniform_miss']:.1%} of the clips")
+              + f"; 8 uniform frames miss {stats['uniform_burst_miss']:.1%} of the informative bursts")
     for key in ("train_frames_list", "val_frames_list", "train_videos_list", "val_videos_list", "label_list"):
         if key in info:
             print(f"  {key}: {info[key]}")

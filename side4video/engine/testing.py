@@ -49,17 +49,22 @@ def run_test(cfg, weights: str | Path, *, test_crops: int | None = None, test_cl
     dist = setup_distributed()
     crops = int(test_crops or cfg.data.test_crops)
     clips = int(test_clips or cfg.data.test_clips)
-    frames = int(cfg.data.num_segments) * int(cfg.data.seg_length)
-    protocol = protocol_name(frames, crops, clips)
+    assembler = create_assembler(cfg.network.assembler)
+    # built before the output folder exists: a protocol the sampler cannot give leaves nothing behind
+    dataset = build_dataset(cfg.data, "test", test_crops=crops, test_clips=clips, dense=dense or None, seed=cfg.seed,
+                            sampler=assembler.frame_sampler(cfg.data))
+    if assembler.name == "tap":
+        frames = int(cfg.data.num_segments) * int(cfg.data.seg_length)
+        protocol = protocol_name(frames, crops, clips)
+    else:  # e.g. cluster8x3x1: K pseudo-frames of the whole video
+        frames = int(assembler.num_frames)
+        protocol = assembler.name + protocol_name(frames, crops, clips)
     out_dir = Path(output) if output else default_test_dir(weights, protocol, dense=dense, average=average)
     log = setup_logging(out_dir, dist.is_main, "test.log")
     backbone = backbone_from_config(cfg, dist.device)
     model = model_from_config(cfg, backbone)
     checkpoint = load_trainable_weights(model, weights, backbone, cfg)
     model.to(dist.device).eval()
-    assembler = create_assembler(cfg.network.assembler)
-    dataset = build_dataset(cfg.data, "test", test_crops=crops, test_clips=clips, dense=dense or None, seed=cfg.seed,
-                            sampler=assembler.frame_sampler(cfg.data))
     workers = int(cfg.data.workers)
     loader = build_loader(dataset, batch_size=int(batch_size or cfg.data.batch_size),
                           sampler=ShardedEvalSampler(len(dataset), dist.world_size, dist.rank), num_workers=workers,

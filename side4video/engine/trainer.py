@@ -3,7 +3,7 @@
 Only the trainable model (side network or head) and the plugins' trainable parts are handed to DeepSpeed: no
 frozen backbone tensor is in any optimizer group, ZeRO partition or checkpoint. Every run, CPU included, goes
 through the same path. The loop itself is short; extras (mixup/cutmix, EMA, SV-Mix, ...) are training plugins
-(``engine/plugins.py``).
+(``engine/plugins/``).
 
 No host–device synchronisation happens inside a step: losses stay on the device and are read (all-reduced,
 checked for finiteness, logged) every ``logging.print_freq`` steps, before checkpoints and at epoch ends.
@@ -34,7 +34,7 @@ from .evaluator import collect_scores
 from .logging_utils import TensorBoard, append_jsonl, append_jsonl_rows, progress_bar, rewrite_jsonl, setup_logging
 from .metrics import plot_curves, save_confusion
 from .optim import build_optimizer, build_scheduler, lr_factor_fn
-from .plugins import PluginContext, TrainBatch, build_plugins, classification_loss
+from .plugins import PluginContext, TrainBatch, build_plugins, classification_loss, validation_model
 
 # Solver keys whose change on resume changes the learning-rate schedule.
 SCHEDULE_KEYS = ("lr", "epochs", "lr_warmup_step", "type", "lr_steps", "lr_decay", "min_lr")
@@ -526,12 +526,7 @@ class Trainer:
 
     def validation_model(self) -> nn.Module:
         """The model validated: a plugin's (e.g. the EMA copy) if one provides it, else the trained model."""
-        chosen = self.model
-        for plugin in self.plugins:
-            candidate = plugin.eval_model(self.model)
-            if candidate is not None:
-                chosen = candidate
-        return chosen
+        return validation_model(self.model, self.plugins)
 
     def _end_epoch(self, epoch: int, totals: dict[str, Any]) -> dict[str, Any]:
         cfg = self.cfg

@@ -89,8 +89,9 @@ def recomputed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     gradients); ``forward_fn`` may have side effects that must happen once (BatchNorm's running statistics).
     Autocast is honoured: the recomputation runs under the autocast state of the forward pass.
     """
-    if not torch.is_grad_enabled() or not (x.requires_grad or weight.requires_grad
-                                           or any(p.requires_grad for p in params)):
+    if torch.compiler.is_compiling() or not torch.is_grad_enabled() or not (
+            x.requires_grad or weight.requires_grad or any(p.requires_grad for p in params)):
+        # (under torch.compile the graph partitioner decides itself what to keep and what to recompute)
         return F.linear(forward_fn(x), weight, bias)
     return _RecomputedLinear.apply(x, weight, bias, forward_fn, recompute_fn, *params)
 

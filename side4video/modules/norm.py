@@ -33,6 +33,10 @@ def recomputing_forward() -> Iterator[None]:
 def checkpoint_without_double_updates(function, *args):
     """``torch.utils.checkpoint`` (non-reentrant) whose recomputation leaves BatchNorm running statistics alone."""
     from torch.utils.checkpoint import checkpoint
+    if torch.compiler.is_compiling():
+        # torch.compile traces the checkpoint as one region and recomputes it from its graph, which does not
+        # replay the statistics' update (it cannot trace a context_fn either)
+        return checkpoint(function, *args, use_reentrant=False)
     return checkpoint(function, *args, use_reentrant=False,
                       context_fn=lambda: (contextlib.nullcontext(), recomputing_forward()))
 

@@ -480,12 +480,8 @@ class VariantRun:
 
     def eval_model(self) -> nn.Module:
         """The model validated: a plugin's (e.g. the EMA copy) if one provides it, as the trainer does."""
-        chosen = self.model
-        for plugin in self.plugins:
-            candidate = plugin.eval_model(self.model)
-            if candidate is not None:
-                chosen = candidate
-        return chosen
+        from ..engine.plugins import validation_model
+        return validation_model(self.model, self.plugins)
 
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])

@@ -1,4 +1,4 @@
-"""SV-Mix plugin (side4video/engine/svmix.py): MixBlock initialisation, label ratios, gradient routing, fallback,
+"""SV-Mix plugin (side4video/engine/plugins/svmix.py): MixBlock initialisation, label ratios, gradient routing, fallback,
 EMA evaluation, exact state round trip, config validation. Tiny backbone (4 layers, width 64, patch 8, 64 px)."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from side4video.config import load_config
 from side4video.engine.plugins import PluginContext, TrainBatch, build_plugins, classification_loss
-from side4video.engine.svmix import SPATIAL, TEMPORAL, MixBlock, SVMixPlugin
+from side4video.engine.plugins.svmix import SPATIAL, TEMPORAL, MixBlock, SVMixPlugin
 from side4video.errors import ConfigError
 from side4video.models import create_assembler, create_model, model_inputs
 

@@ -319,3 +319,38 @@ def test_a_plugins_state_survives_kill_and_resume(toy_data, tmp_path):
     assert not all(torch.equal(ema_a[k], a["model"][k]) for k in ema_a), "the EMA differs from the model"
     rows_a, rows_b = (read_jsonl(tmp_path / run / "metrics.jsonl") for run in ("full", "resumed"))
     assert [r["val_top1"] for r in rows_a] == [r["val_top1"] for r in rows_b]
+
+
+def test_full_video_clustering_trains_and_tests_with_crops(toy_data, tmp_path):
+    """network.assembler {type: cluster}: train.py trains on whole clips (24 frames → 4 pseudo-frames), test.py tests
+    with 3 crops of the one full-video clip; asking for 2 temporal clips is a one-line config error."""
+    config = write_toy_config(tmp_path / "cfg.yaml", toy_data, **{
+        "solver.epochs": 1, "network.assembler": {"type": "cluster", "clusters": 4, "method": "cumulative"}})
+    run = _train(config, tmp_path / "run")
+    assert run.returncode == 0, run.stderr
+    weights = str(tmp_path / "run/checkpoints/last.pt")
+    tested = run_script(["test.py", "--config", str(config), "--weights", weights, "--test_crops", "3"])
+    assert tested.returncode == 0, tested.stderr
+    results = json.loads((tmp_path / "run" / "test_last_cluster4x3x1" / "results.json").read_text())
+    assert results["num_views"] == 3 and results["num_videos"] == 16
+    refused = run_script(["test.py", "--config", str(config), "--weights", weights, "--test_clips", "2"])
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "use --test_clips 1" in refused.stderr.strip().splitlines()[-1]
+
+
+def test_svmix_trains_through_train_py_and_test_py_scores_its_ema(toy_data, tmp_path):
+    """solver.plugins [{type: svmix}]: the MixBlock is trained as its own part, the EMA model is validated, saved as
+    the evaluated weights, and it is what test.py scores."""
+    config = write_toy_config(tmp_path / "cfg.yaml", toy_data, **{
+        "solver.epochs": 1, "solver.plugins": [{"type": "svmix", "ema_decay": 0.9}]})
+    run = _train(config, tmp_path / "run")
+    assert run.returncode == 0, run.stderr
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert set(checkpoint["plugin_parts"]) == {"svmix"} and checkpoint["plugin_parts"]["svmix"]
+    ema = checkpoint["plugins"]["svmix"]["ema"]["module"]
+    assert all(torch.equal(ema[k], checkpoint["eval_model"][k]) for k in ema)
+    assert not all(torch.equal(ema[k], checkpoint["model"][k]) for k in ema if ema[k].is_floating_point())
+    tested = run_script(["test.py", "--weights", str(tmp_path / "run/checkpoints/last.pt")])
+    assert tested.returncode == 0, tested.stderr
+    results = json.loads((tmp_path / "run" / "test_last_8x1x1" / "results.json").read_text())
+    assert results["top1"] == read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]["val_top1"]

@@ -277,3 +277,25 @@ def test_a_modules_own_init_runs_after_the_generic_init(monkeypatch):
 def test_unknown_head():
     with pytest.raises(ValueError, match="unknown head 'xclip'"):
         create_model("xclip", TINY, 5)
+
+
+@pytest.mark.slow
+def test_compiled_side_network_equals_eager(grad_checkpointing=True):
+    """network.compile: torch.compile traces the recompute regions and checkpoints as plain code (its partitioner
+    chooses what to keep), and computes the eager model's logits and gradients; statistics move once a step.
+    (With checkpointing on, both the block checkpoints and the recomputed linears inside them are traced.)"""
+    torch.manual_seed(0)
+    eager = create_model("side4video", TINY, 5, side_dim=32, drop_path=0.0, grad_checkpointing=grad_checkpointing)
+    compiled = create_model("side4video", TINY, 5, side_dim=32, drop_path=0.0, grad_checkpointing=grad_checkpointing)
+    compiled.load_state_dict(eager.state_dict())
+    compiled.compile()
+    frames = torch.randn(2, 4, 3, 32, 32)
+    tokens = [torch.randn(8, 17, 48) for _ in range(4)]
+    out_eager, out_compiled = eager(inputs(frames, tokens)), compiled(inputs(frames, tokens))
+    torch.testing.assert_close(out_compiled, out_eager, rtol=1e-4, atol=1e-5)
+    out_eager.square().sum().backward()
+    out_compiled.square().sum().backward()
+    for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-5, msg=name)
+    for (name, a), b in zip(eager.named_buffers(), compiled.buffers()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)

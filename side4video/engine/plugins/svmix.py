@@ -64,8 +64,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, TrainingError
-from .plugins import EmaPlugin, PluginContext, TrainBatch, TrainPlugin, classification_loss
+from ...errors import ConfigError, TrainingError
+from .base import PluginContext, TrainBatch, TrainPlugin, classification_loss
+from .ema import EmaPlugin
 
 SPATIAL, TEMPORAL = "spatial", "temporal"
 
@@ -327,7 +328,7 @@ class SVMixPlugin(TrainPlugin):
 
 def run_model_with_input_grad(backbone, model: nn.Module, frames: torch.Tensor, assembler=None) -> torch.Tensor:
     """``run_model`` with autograd kept through the frozen backbone to ``frames`` (its weights stay frozen)."""
-    from ..models import run_model
+    from ...models import run_model
     return run_model(backbone.with_input_grad(), model, frames, assembler)
 
 
