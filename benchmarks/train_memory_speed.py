@@ -59,7 +59,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
-from side4video.engine.memory import SavedTensorMeter  # noqa: E402
+from side4video.engine.memory import SavedTensorMeter, storage_pointers  # noqa: E402
 TINY_CLIP = REPO / "side4video" / "assets" / "tiny_clip.json"
 DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "train_memory_speed.md"
 MIB = 2 ** 20
@@ -213,16 +213,6 @@ def module_tracking(names: dict[int, str], stack: list[str]):
     finally:
         for handle in handles:
             handle.remove()
-
-
-def storage_pointers(*modules) -> set[int]:
-    ptrs = set()
-    for module in modules:
-        if module is None:
-            continue
-        for tensor in [*module.parameters(), *module.buffers()]:
-            ptrs.add(tensor.untyped_storage().data_ptr())
-    return ptrs
 
 
 def group_records(records: list[dict[str, Any]], top: int) -> list[dict[str, Any]]:

@@ -79,7 +79,7 @@ class FullVideoSampler:
         return full_video_indices(num_frames, self.max_frames, self.stride)
 
     def test(self, num_frames: int, num_clips: int = 1) -> np.ndarray:
-        if num_clips != 1:
+        if num_clips != self.max_test_clips:
             raise ValueError(f"full-video sampling evaluates one clip per video, got num_clips={num_clips}")
         return full_video_indices(num_frames, self.max_frames, self.stride)[None]
 

@@ -10,7 +10,7 @@ import random
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Mapping
 
 import numpy as np
 import torch
@@ -118,6 +118,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise CheckpointError(f"{path} holds a {type(loaded).__name__}, not a checkpoint or a state dict")
     return loaded
+
+
+def cpu_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict as written into checkpoints: detached CPU tensors, floating point ones in fp32 (the master copy
+    whatever precision trained them)."""
+    return {k: v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu() for k, v in state.items()}
 
 
 # Names of trainable weights in earlier versions of this toolkit → today's names.

@@ -6,6 +6,11 @@ from typing import Iterable
 import torch
 
 
+def storage_pointers(*modules: torch.nn.Module | None) -> set[int]:
+    """The storages of the parameters and buffers of ``modules`` (None skipped): what a meter leaves out."""
+    return {t.untyped_storage().data_ptr() for m in modules if m is not None for t in (*m.parameters(), *m.buffers())}
+
+
 class SavedTensorMeter:
     """Bytes of the distinct storages autograd saves for backward inside :meth:`hooks`, each storage counted once
     at its full size (a view keeps its whole base alive); storages in ``exclude`` (parameters, buffers) are
@@ -19,8 +24,7 @@ class SavedTensorMeter:
     @classmethod
     def excluding(cls, *modules: torch.nn.Module, **kwargs) -> "SavedTensorMeter":
         """A meter that leaves out the parameters and buffers of ``modules``."""
-        pointers = {t.untyped_storage().data_ptr() for m in modules for t in (*m.parameters(), *m.buffers())}
-        return cls(pointers, **kwargs)
+        return cls(storage_pointers(*modules), **kwargs)
 
     def pack(self, tensor: torch.Tensor) -> torch.Tensor:
         storage = tensor.untyped_storage()

@@ -27,8 +27,9 @@ from ..config import dump_config, to_plain_dict
 from ..errors import CheckpointError, TrainingError
 from ..models import count_parameters, create_assembler, model_inputs
 from .builders import backbone_from_config, check_fits, load_trainable_weights, model_from_config
-from .checkpoint import (FORMAT, atomic_copy, atomic_save, capture_rng_state, check_backbone_identity, load_checkpoint,
-                         load_optimizer_state, optimizer_state, remove_stale_temporaries, restore_rng_state)
+from .checkpoint import (FORMAT, atomic_copy, atomic_save, capture_rng_state, check_backbone_identity, cpu_state_dict,
+                         load_checkpoint, load_optimizer_state, optimizer_state, remove_stale_temporaries,
+                         restore_rng_state)
 from .distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier, setup_distributed
 from .evaluator import collect_scores
 from .logging_utils import TensorBoard, append_jsonl, append_jsonl_rows, progress_bar, rewrite_jsonl, setup_logging
@@ -229,11 +230,11 @@ class Trainer:
             state = {
                 "format": FORMAT, **position, "world_size": self.dist.world_size,
                 "zero_stage": int(self.cfg.solver.zero_stage),
-                "model": _cpu_state(self.model.state_dict()),
+                "model": cpu_state_dict(self.model.state_dict()),
                 # what validation scored (e.g. the EMA copy), so that test.py evaluates the weights best.pt was
                 # chosen by; resume reads "model"
-                **({"eval_model": _cpu_state(validated.state_dict())} if validated is not self.model else {}),
-                "plugin_parts": {k: _cpu_state(v.state_dict()) for k, v in self.engine.module.parts.items()},
+                **({"eval_model": cpu_state_dict(validated.state_dict())} if validated is not self.model else {}),
+                "plugin_parts": {k: cpu_state_dict(v.state_dict()) for k, v in self.engine.module.parts.items()},
                 "plugins": {p.name: p.state_dict() for p in self.plugins},
                 "optimizer": optimizer_states, "scheduler": engine.lr_scheduler.state_dict(), "rng": rng_states,
                 "engine_counters": {"micro_steps": engine.micro_steps, "global_steps": engine.global_steps,
@@ -559,6 +560,3 @@ class Trainer:
                           f"{self.epoch_time:.0f} s)")
         return row
 
-
-def _cpu_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu() for k, v in state.items()}

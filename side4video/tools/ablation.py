@@ -761,15 +761,11 @@ def shared_scores(backbone, models: Mapping[str, nn.Module], loader, device: tor
 
 
 # -- checkpoints ---------------------------------------------------------------------------------------------------
-def _cpu_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu() for k, v in state.items()}
-
-
 def save_variant(run: VariantRun, folder: Path, identity: dict, *, epoch: int, metrics: dict | None = None) -> Path:
     """``folder/checkpoint.pt`` in the trainer's checkpoint format (test.py tests it; train.py can resume it) and
     ``folder/config.yaml``."""
     from ..config import dump_config, to_plain_dict
-    from ..engine.checkpoint import FORMAT, atomic_save, capture_rng_state
+    from ..engine.checkpoint import FORMAT, atomic_save, capture_rng_state, cpu_state_dict
     folder.mkdir(parents=True, exist_ok=True)
     outside = RngState(run.device)
     run.rng.restore()
@@ -782,8 +778,8 @@ def save_variant(run: VariantRun, folder: Path, identity: dict, *, epoch: int, m
         "best_top1": float((metrics or {}).get("top1", -1.0)),
         "epoch_totals": {"loss_sum": 0.0, "loss_count": 0, "clips": 0},
         "world_size": 1, "zero_stage": 0,
-        "model": _cpu_state(run.model.state_dict()),
-        "plugin_parts": {k: _cpu_state(v.state_dict()) for k, v in run.trainable.parts.items()},
+        "model": cpu_state_dict(run.model.state_dict()),
+        "plugin_parts": {k: cpu_state_dict(v.state_dict()) for k, v in run.trainable.parts.items()},
         "plugins": {p.name: p.state_dict() for p in run.plugins},
         "optimizer": [run.optimizer.state_dict()], "scheduler": run.scheduler.state_dict(), "rng": [rng],
         "engine_counters": {"micro_steps": run.micro_steps, "global_steps": run.optimizer_steps,
