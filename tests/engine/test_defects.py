@@ -48,14 +48,17 @@ def test_every_user_error_class_is_a_side4video_error():
         assert issubclass(cls, Side4VideoError), cls
 
 
-def test_a_weight_file_of_another_architecture_is_one_line_from_test_py(tmp_path, capsys, quiet_random_weights):
+def test_a_weight_file_of_another_architecture_is_one_line_from_test_py(tmp_path, capsys, quiet_random_weights,
+                                                                        toy_data):
     from side4video.cli import test_main
     from side4video.tools.make_tiny_backbone import make_tiny_backbone
-    from tests.conftest import TINY_CLIP_JSON, TINY_EVA_JSON
+    from tests.conftest import TINY_CLIP_JSON, TINY_EVA_JSON, write_toy_config
     weights = make_tiny_backbone(TINY_EVA_JSON, tmp_path / "eva.safetensors")   # EVA weights, CLIP config
     checkpoint = tmp_path / "ckpt.pt"
     torch.save({"fc.weight": torch.zeros(8, 64)}, checkpoint)
-    code = test_main(["--config", "configs/toy/toy_side4video.yaml", "--weights", str(checkpoint),
+    # the toy data of the test session, not ./toy_data (which only the demo writes)
+    config = write_toy_config(tmp_path / "cfg.yaml", toy_data)
+    code = test_main(["--config", str(config), "--weights", str(checkpoint),
                       "--opts", f"network.arch={TINY_CLIP_JSON}", f"network.pretrained={weights}"])
     err = capsys.readouterr().err
     assert code == 1 and "do not match the architecture" in err and "Traceback" not in err
