@@ -400,20 +400,15 @@ class Method:
         trains (the model plus the plugins' trainable parts)."""
         if not self.spec.get("plugins"):
             return [], self.model
-        from side4video.engine.plugins import PluginContext, build_plugins
-        from side4video.engine.trainer import TrainableParts
+        from side4video.engine.plugins import PluginContext, build_plugins, set_up_plugins
         from side4video.models import TapAssembler
         solver = SimpleNamespace(smoothing=0.0, precision=precision, mixup=0.0, cutmix=0.0,
                                  plugins=[{"type": name} for name in self.spec["plugins"]])
         run_cfg = SimpleNamespace(solver=solver)
         context = PluginContext(cfg=run_cfg, model=self.model, backbone=self.backbone, assembler=TapAssembler(),
                                 num_classes=cfg["classes"], device=device)
-        plugins, parts = build_plugins(run_cfg), {}
-        for plugin in plugins:
-            part = plugin.setup(context)
-            if part is not None:
-                parts[plugin.name] = part.to(device)
-        return plugins, TrainableParts(self.model, parts)
+        plugins = build_plugins(run_cfg)
+        return plugins, set_up_plugins(plugins, context)[0]
 
     # -- the pieces of a step ---------------------------------------------------------------------------------
     def autocast(self):

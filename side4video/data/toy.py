@@ -25,7 +25,7 @@ import json
 import multiprocessing
 import os
 import time
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -247,6 +247,37 @@ Layout:
 """
 
 
+def run_tasks(function: Callable[[tuple], Any], tasks: list[tuple], workers: int | None) -> list:
+    """``function`` over ``tasks``, in order; in forked worker processes when there are many (the workers only need
+    numpy/PIL/av, so fork skips re-importing the package and torch). ``workers`` None: the CPU count, at most 8."""
+    workers = min(os.cpu_count() or 1, 8) if workers is None else workers
+    if workers > 1 and len(tasks) > 16:
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else None)
+        with context.Pool(workers) as pool:
+            return list(pool.imap(function, tasks, chunksize=8))
+    return [function(task) for task in tasks]
+
+
+def write_split_lists(paths: dict, split: str, frame_counts: Sequence[int], labels: Sequence[int],
+                      formats: Sequence[str]) -> None:
+    """The TSN-style lists of one split: ``<split>/<id> <frames> <label>`` for frame folders, ``<split>/<id>.mp4
+    <label>`` for videos (ids 00001, 00002 ... in the order of ``labels``)."""
+    ids = [f"{split}/{number:05d}" for number in range(1, len(labels) + 1)]
+    if "frames" in formats:
+        with open(paths[f"{split}_frames_list"], "w", encoding="utf-8") as handle:
+            handle.writelines(f"{vid} {n} {label}\n" for vid, n, label in zip(ids, frame_counts, labels))
+    if "videos" in formats:
+        with open(paths[f"{split}_videos_list"], "w", encoding="utf-8") as handle:
+            handle.writelines(f"{vid}.mp4 {label}\n" for vid, label in zip(ids, labels))
+
+
+def write_label_list(path: str, class_names: Sequence[str]) -> None:
+    """``id,name`` CSV, one row per class."""
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("id,name\n" + "".join(f"{i},{name}\n" for i, name in enumerate(class_names)))
+
+
 def generate_toy_dataset(out_dir: str, *, seed: int = 0, train_per_class: int = 120, val_per_class: int = 25,
                          frames: int = 24, height: int = 64, width: int = 80,
                          formats: Sequence[str] = FORMATS, workers: int | None = None) -> dict:
@@ -277,31 +308,14 @@ def generate_toy_dataset(out_dir: str, *, seed: int = 0, train_per_class: int = 
     splits = {"train": _split_labels(seed, "train", train_per_class), "val": _split_labels(seed, "val", val_per_class)}
     tasks = [(out_dir, split, number, int(label), seed, frames, height, width, formats)
              for split, labels in splits.items() for number, label in enumerate(labels, start=1)]
-    workers = min(os.cpu_count() or 1, 8) if workers is None else workers
-    if workers > 1 and len(tasks) > 16:
-        # fork: the workers only need numpy/PIL/av, and skip re-importing the package (and torch)
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        with context.Pool(workers) as pool:
-            for _ in pool.imap_unordered(_generate_video, tasks, chunksize=8):
-                pass
-    else:
-        for task in tasks:
-            _generate_video(task)
+    run_tasks(_generate_video, tasks, workers)
 
     if "videos" in formats:
         _check_decord_reads(os.path.join(out_dir, "videos", "train", "00001.mp4"), frames)
 
     for split, labels in splits.items():
-        ids = [f"{split}/{number:05d}" for number in range(1, len(labels) + 1)]
-        if "frames" in formats:
-            with open(paths[f"{split}_frames_list"], "w", encoding="utf-8") as handle:
-                handle.writelines(f"{vid} {frames} {label}\n" for vid, label in zip(ids, labels))
-        if "videos" in formats:
-            with open(paths[f"{split}_videos_list"], "w", encoding="utf-8") as handle:
-                handle.writelines(f"{vid}.mp4 {label}\n" for vid, label in zip(ids, labels))
-    with open(paths["label_list"], "w", encoding="utf-8") as handle:
-        handle.write("id,name\n" + "".join(f"{i},{name}\n" for i, name in enumerate(CLASS_NAMES)))
+        write_split_lists(paths, split, [frames] * len(labels), labels, formats)
+    write_label_list(paths["label_list"], CLASS_NAMES)
     with open(os.path.join(out_dir, "README.txt"), "w", encoding="utf-8") as handle:
         handle.write(_readme(meta))
     with open(meta_file, "w", encoding="utf-8") as handle:  # written last: marks the dataset complete

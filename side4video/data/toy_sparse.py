@@ -36,13 +36,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 import json
-import multiprocessing
 import os
 import time
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
+
+from .toy import run_tasks, write_label_list, write_split_lists, write_video
 
 CLASS_NAMES = ("moving left", "moving right", "moving up", "moving down")
 FLIP_PAIRS = ((0, 1),)
@@ -179,7 +180,6 @@ def _generate_clip(task: tuple) -> tuple[str, int, np.ndarray]:
     if "frames" in formats:
         _write_frames(os.path.join(out_dir, "frames", split, video_id), clip)
     if "videos" in formats:
-        from .toy import write_video
         write_video(os.path.join(out_dir, "videos", split, f"{video_id}.mp4"), clip)
     return split, number, types
 
@@ -282,28 +282,15 @@ def generate_toy_sparse_dataset(out_dir: str, *, seed: int = 0, train_per_class:
                for split, labels in splits.items()}
     tasks = [(out_dir, split, number, int(label), seed, lengths[split][number - 1], height, width, formats)
              for split, labels in splits.items() for number, label in enumerate(labels, start=1)]
-    workers = min(os.cpu_count() or 1, 8) if workers is None else workers
-    if workers > 1 and len(tasks) > 16:
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        with context.Pool(workers) as pool:
-            results = list(pool.imap_unordered(_generate_clip, tasks, chunksize=8))
-    else:
-        results = [_generate_clip(task) for task in tasks]
+    results = run_tasks(_generate_clip, tasks, workers)
     schedules = {(split, number): types for split, number, types in results}
 
     os.makedirs(paths["frame_types"], exist_ok=True)
     for split, labels in splits.items():
-        ids = [f"{split}/{number:05d}" for number in range(1, len(labels) + 1)]
-        with open(paths[f"{split}_frames_list"], "w", encoding="utf-8") as handle:
-            handle.writelines(f"{vid} {n} {label}\n" for vid, n, label in zip(ids, lengths[split], labels))
-        if "videos" in formats:
-            with open(paths[f"{split}_videos_list"], "w", encoding="utf-8") as handle:
-                handle.writelines(f"{vid}.mp4 {label}\n" for vid, label in zip(ids, labels))
+        write_split_lists(paths, split, lengths[split], labels, formats)
         np.savez(os.path.join(paths["frame_types"], f"{split}.npz"),
                  **{f"{n:05d}": schedules[(split, n)].astype(np.int8) for n in range(1, len(labels) + 1)})
-    with open(paths["label_list"], "w", encoding="utf-8") as handle:
-        handle.write("id,name\n" + "".join(f"{i},{name}\n" for i, name in enumerate(CLASS_NAMES)))
+    write_label_list(paths["label_list"], CLASS_NAMES)
     stats = schedule_stats([schedules[key] for key in sorted(schedules)])
     with open(os.path.join(out_dir, "README.txt"), "w", encoding="utf-8") as handle:
         handle.write(_readme(meta, stats))

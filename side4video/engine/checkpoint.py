@@ -126,6 +126,33 @@ def cpu_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return {k: v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu() for k, v in state.items()}
 
 
+def weights_state(model: torch.nn.Module, validated: torch.nn.Module, parts: Mapping[str, torch.nn.Module],
+                  plugins: list) -> dict[str, Any]:
+    """The weights of a training checkpoint (the trainer and the ablation runner write the same layout): ``model``
+    (what training continues from), ``eval_model`` when validation scores another module (a plugin's EMA copy:
+    test.py evaluates it, resume restores it; written only here, not again in the plugin's state), the plugins'
+    trainable parts and their other state."""
+    state: dict[str, Any] = {"model": cpu_state_dict(model.state_dict())}
+    if validated is not model:
+        state["eval_model"] = cpu_state_dict(validated.state_dict())
+    state["plugin_parts"] = {name: cpu_state_dict(part.state_dict()) for name, part in parts.items()}
+    state["plugins"] = {plugin.name: plugin.state_dict() for plugin in plugins}
+    return state
+
+
+def restore_weights(state: Mapping[str, Any], model: torch.nn.Module, validated: torch.nn.Module,
+                    parts: Mapping[str, torch.nn.Module], plugins: list) -> None:
+    """Load what :func:`weights_state` wrote into the same structure (plugins first, then the validated copy)."""
+    model.load_state_dict(state["model"])
+    for name, part in parts.items():
+        part.load_state_dict(state.get("plugin_parts", {})[name])
+    for plugin in plugins:
+        if plugin.name in state.get("plugins", {}):
+            plugin.load_state_dict(state["plugins"][plugin.name])
+    if validated is not model and "eval_model" in state:
+        validated.load_state_dict(state["eval_model"])
+
+
 # Names of trainable weights in earlier versions of this toolkit → today's names.
 _RENAMED_KEYS = ((".temporal_norm.", ".pre_attn.0.norm."), (".temporal.", ".pre_attn.0."))
 

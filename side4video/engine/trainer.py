@@ -27,15 +27,16 @@ from ..config import dump_config, to_plain_dict
 from ..errors import CheckpointError, TrainingError
 from ..models import count_parameters, create_assembler, model_inputs
 from .builders import backbone_from_config, check_fits, load_trainable_weights, model_from_config
-from .checkpoint import (FORMAT, atomic_copy, atomic_save, capture_rng_state, check_backbone_identity, cpu_state_dict,
-                         load_checkpoint, load_optimizer_state, optimizer_state, remove_stale_temporaries,
-                         restore_rng_state)
+from .checkpoint import (FORMAT, atomic_copy, atomic_save, capture_rng_state, check_backbone_identity, load_checkpoint,
+                         load_optimizer_state, optimizer_state, remove_stale_temporaries, restore_rng_state,
+                         restore_weights, weights_state)
 from .distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier, setup_distributed
 from .evaluator import collect_scores
 from .logging_utils import TensorBoard, append_jsonl, append_jsonl_rows, progress_bar, rewrite_jsonl, setup_logging
 from .metrics import plot_curves, save_confusion
 from .optim import build_optimizer, build_scheduler, lr_factor_fn
-from .plugins import PluginContext, TrainBatch, build_plugins, classification_loss, validation_model
+from .plugins import (PluginContext, TrainBatch, build_plugins, classification_loss, set_up_plugins,
+                      validation_model)
 
 # Solver keys whose change on resume changes the learning-rate schedule.
 SCHEDULE_KEYS = ("lr", "epochs", "lr_warmup_step", "type", "lr_steps", "lr_decay", "min_lr")
@@ -72,18 +73,6 @@ def deepspeed_config(cfg, micro_batch: int, world_size: int) -> dict[str, Any]:
         # Autocast keeps fp32 master weights (like the reference's AMP) and leaves BatchNorm in fp32.
         ds["torch_autocast"] = {"enabled": True, "dtype": "bfloat16" if solver.precision == "bf16" else "float16"}
     return ds
-
-
-class TrainableParts(nn.Module):
-    """What DeepSpeed trains: the model plus the plugins' trainable parts (each its own optimizer group)."""
-
-    def __init__(self, model: nn.Module, parts: dict[str, nn.Module]):
-        super().__init__()
-        self.model = model
-        self.parts = nn.ModuleDict(parts)
-
-    def forward(self, inputs):
-        return self.model(inputs)
 
 
 class OutputLock:
@@ -185,18 +174,9 @@ class Trainer:
         self.plugins = build_plugins(cfg) + self.extra_plugins
         context = PluginContext(cfg=cfg, model=model, backbone=self.backbone, assembler=self.assembler,
                                 num_classes=int(cfg.data.num_classes), device=dist.device)
-        parts = {}
-        for plugin in self.plugins:
-            part = plugin.setup(context)
-            if part is not None:
-                parts[plugin.name] = part.to(dist.device)
-        trainable = TrainableParts(model, parts)
+        trainable, lr_mult = set_up_plugins(self.plugins, context, cfg.solver.lr_mult)
         if cfg.network.compile:
             model.compile()
-        lr_mult = dict(cfg.solver.lr_mult)
-        for plugin in self.plugins:
-            if plugin.name in parts:
-                lr_mult[f"parts.{plugin.name}"] = plugin.lr_mult
         optimizer = build_optimizer(trainable, cfg.solver, lr_mult=lr_mult, prefix="model.")
         scheduler = build_scheduler(optimizer, cfg.solver, steps_per_epoch)
         self.steps_per_epoch = steps_per_epoch
@@ -226,16 +206,12 @@ class Trainer:
         rng_states = all_gather_objects(capture_rng_state())
         if self.dist.is_main:
             engine = self.engine
-            validated = self.validation_model()
             state = {
                 "format": FORMAT, **position, "world_size": self.dist.world_size,
                 "zero_stage": int(self.cfg.solver.zero_stage),
-                "model": cpu_state_dict(self.model.state_dict()),
-                # what validation scored (e.g. the EMA copy), so that test.py evaluates the weights best.pt was
-                # chosen by; resume reads "model"
-                **({"eval_model": cpu_state_dict(validated.state_dict())} if validated is not self.model else {}),
-                "plugin_parts": {k: cpu_state_dict(v.state_dict()) for k, v in self.engine.module.parts.items()},
-                "plugins": {p.name: p.state_dict() for p in self.plugins},
+                # eval_model: what validation scored (e.g. the EMA copy), so that test.py evaluates the weights
+                # best.pt was chosen by
+                **weights_state(self.model, self.validation_model(), self.engine.module.parts, self.plugins),
                 "optimizer": optimizer_states, "scheduler": engine.lr_scheduler.state_dict(), "rng": rng_states,
                 "engine_counters": {"micro_steps": engine.micro_steps, "global_steps": engine.global_steps,
                                     "global_samples": engine.global_samples},
@@ -290,12 +266,7 @@ class Trainer:
             raise CheckpointError(f"{path} holds ZeRO optimizer partitions of {state['world_size']} processes; "
                                   f"resume it with the same number (now {self.dist.world_size})")
         check_fits(self.model, state["model"], state, path, self.cfg)
-        self.model.load_state_dict(state["model"])
-        for name, part in self.engine.module.parts.items():
-            part.load_state_dict(state.get("plugin_parts", {})[name])
-        for plugin in self.plugins:
-            if plugin.name in state.get("plugins", {}):
-                plugin.load_state_dict(state["plugins"][plugin.name])
+        restore_weights(state, self.model, self.validation_model(), self.engine.module.parts, self.plugins)
         load_optimizer_state(self.engine, state["optimizer"], min(self.dist.rank, len(state["optimizer"]) - 1))
         self.engine.lr_scheduler.load_state_dict(state["scheduler"])
         self._apply_schedule_changes(state)

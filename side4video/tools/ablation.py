@@ -365,8 +365,7 @@ class VariantRun:
     def __init__(self, spec: VariantSpec, backbone, device: torch.device, steps_per_epoch: int):
         from ..engine.builders import model_from_config
         from ..engine.optim import build_optimizer, build_scheduler
-        from ..engine.plugins import PluginContext, build_plugins
-        from ..engine.trainer import TrainableParts
+        from ..engine.plugins import PluginContext, build_plugins, set_up_plugins
         from ..models import TapAssembler, count_parameters
         cfg = spec.cfg
         self.spec, self.name, self.cfg = spec, spec.name, cfg
@@ -376,18 +375,9 @@ class VariantRun:
         self.plugins = build_plugins(cfg)
         context = PluginContext(cfg=cfg, model=model, backbone=backbone, assembler=TapAssembler(),
                                 num_classes=int(cfg.data.num_classes), device=device)
-        parts = {}
-        for plugin in self.plugins:
-            part = plugin.setup(context)
-            if part is not None:
-                parts[plugin.name] = part.to(device)
-        self.trainable = TrainableParts(model, parts)
+        self.trainable, lr_mult = set_up_plugins(self.plugins, context, cfg.solver.lr_mult)
         if cfg.network.compile:
             model.compile()
-        lr_mult = dict(cfg.solver.lr_mult)
-        for plugin in self.plugins:
-            if plugin.name in parts:
-                lr_mult[f"parts.{plugin.name}"] = plugin.lr_mult
         self.optimizer = build_optimizer(self.trainable, cfg.solver, lr_mult=lr_mult, prefix="model.")
         self.scheduler = build_scheduler(self.optimizer, cfg.solver, steps_per_epoch)
         precision = cfg.solver.precision
@@ -765,7 +755,7 @@ def save_variant(run: VariantRun, folder: Path, identity: dict, *, epoch: int, m
     """``folder/checkpoint.pt`` in the trainer's checkpoint format (test.py tests it; train.py can resume it) and
     ``folder/config.yaml``."""
     from ..config import dump_config, to_plain_dict
-    from ..engine.checkpoint import FORMAT, atomic_save, capture_rng_state, cpu_state_dict
+    from ..engine.checkpoint import FORMAT, atomic_save, capture_rng_state, weights_state
     folder.mkdir(parents=True, exist_ok=True)
     outside = RngState(run.device)
     run.rng.restore()
@@ -778,9 +768,7 @@ def save_variant(run: VariantRun, folder: Path, identity: dict, *, epoch: int, m
         "best_top1": float((metrics or {}).get("top1", -1.0)),
         "epoch_totals": {"loss_sum": 0.0, "loss_count": 0, "clips": 0},
         "world_size": 1, "zero_stage": 0,
-        "model": cpu_state_dict(run.model.state_dict()),
-        "plugin_parts": {k: cpu_state_dict(v.state_dict()) for k, v in run.trainable.parts.items()},
-        "plugins": {p.name: p.state_dict() for p in run.plugins},
+        **weights_state(run.model, run.eval_model(), run.trainable.parts, run.plugins),
         "optimizer": [run.optimizer.state_dict()], "scheduler": run.scheduler.state_dict(), "rng": [rng],
         "engine_counters": {"micro_steps": run.micro_steps, "global_steps": run.optimizer_steps,
                             "global_samples": run.micro_steps * int(cfg.data.batch_size) * int(cfg.data.num_sample)},

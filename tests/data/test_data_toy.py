@@ -58,7 +58,7 @@ def test_deterministic_by_seed_and_skipped_when_complete(toy, tmp_path):
     again = generate_toy_dataset(str(tmp_path / "again"), seed=3, **{**SMALL, "workers": 2})
     assert again["generated"]
     assert all_files(out) == all_files(tmp_path / "again")  # byte-identical, whatever the worker count
-    other = generate_toy_dataset(str(tmp_path / "other"), seed=4, **SMALL)
+    assert generate_toy_dataset(str(tmp_path / "other"), seed=4, **SMALL)["generated"]
     first_frame = "frames/train/00001/00001.jpg"
     assert all_files(tmp_path / "other")[first_frame] != all_files(out)[first_frame]
     assert not generate_toy_dataset(str(out), seed=3, **SMALL)["generated"]

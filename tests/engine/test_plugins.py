@@ -71,10 +71,25 @@ def test_ema_weights_equal_the_formula_after_n_steps():
         torch.testing.assert_close(value.float(), expected[key].float(), rtol=1e-5, atol=1e-6, msg=key)
     assert plugin.eval_model(model) is plugin.module
     assert not any(p.requires_grad for p in plugin.module.parameters())
+    # through the checkpoint layout: the validated EMA is written once (eval_model) and restored from there
+    from side4video.engine.checkpoint import restore_weights, weights_state
+    saved = weights_state(model, plugin.eval_model(model), {}, [plugin])
+    assert saved["plugins"] == {"ema": {}} and saved["eval_model"].keys() == saved["model"].keys()
     restored = EmaPlugin(decay=0.9)
     restored.setup(_context(model))
-    restored.load_state_dict(plugin.state_dict())
+    restore_weights(saved, model, restored.eval_model(model), {}, [restored])
     for a, b in zip(restored.module.state_dict().values(), plugin.module.state_dict().values()):
+        assert torch.equal(a, b)
+    # an EMA that is not validated is not eval_model: its plugin state carries it
+    unvalidated = EmaPlugin(decay=0.9, validate=False)
+    unvalidated.setup(_context(model))
+    unvalidated.load_state_dict({"module": saved["eval_model"]})
+    saved = weights_state(model, model, {}, [unvalidated])
+    assert "eval_model" not in saved and saved["plugins"]["ema"]["module"].keys() == saved["model"].keys()
+    again = EmaPlugin(decay=0.9, validate=False)
+    again.setup(_context(model))
+    restore_weights(saved, model, model, {}, [again])
+    for a, b in zip(again.module.state_dict().values(), plugin.module.state_dict().values()):
         assert torch.equal(a, b)
 
 

@@ -2,6 +2,7 @@
 EMA evaluation, exact state round trip, config validation. Tiny backbone (4 layers, width 64, patch 8, 64 px)."""
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 
@@ -273,19 +274,18 @@ def test_state_dict_round_trip_gives_the_same_next_loss(backbone):
     plugin, model, block = make_plugin(backbone, ema_decay=0.5)
     model.train()
     _train_steps(plugin, model, block, backbone, 2)
-    saved_model = {k: v.clone() for k, v in model.state_dict().items()}
-    saved_block = {k: v.clone() for k, v in block.state_dict().items()}
-    saved_plugin = plugin.state_dict()
+    # the checkpoint's layout (the trainer's): the EMA is written once, as the evaluated weights
+    from side4video.engine.checkpoint import restore_weights, weights_state
+    saved = copy.deepcopy(weights_state(model, plugin.eval_model(model), {"svmix": block}, [plugin]))
+    assert saved["plugins"] == {"svmix": {}} and saved["eval_model"].keys() == saved["model"].keys()
     rng = torch.get_rng_state()
     expected = _train_steps(plugin, model, block, backbone, 1, first_step=3)
 
-    def rebuilt(load_plugin_state: bool):
+    def rebuilt(load_ema: bool):
         fresh = make_model(backbone, seed=99)
-        fresh.load_state_dict(saved_model)
         other, _, other_block = make_plugin(backbone, model=make_model(backbone, seed=98), ema_decay=0.5)
-        other_block.load_state_dict(saved_block)
-        if load_plugin_state:
-            other.load_state_dict(saved_plugin)
+        state = saved if load_ema else {k: v for k, v in saved.items() if k != "eval_model"}
+        restore_weights(state, fresh, other.eval_model(fresh), {"svmix": other_block}, [other])
         fresh.train()
         torch.set_rng_state(rng)
         return _train_steps(other, fresh, other_block, backbone, 1, first_step=3)

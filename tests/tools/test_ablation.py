@@ -33,12 +33,14 @@ def base_config(toy_data, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def ablation_run(base_config, tmp_path_factory):
-    """One epoch of three variants (the default, its twin, TSM), every backbone tap counted."""
+    """One epoch of four variants (the default, its twin, TSM, the default validated through an EMA), every backbone
+    tap counted."""
     from side4video.backbones.frozen import FrozenEncoder
     from side4video.tools.ablation import load_ablation, run_ablation
     folder = tmp_path_factory.mktemp("ablation")
     config = write_ablation(folder / "ablation.yaml", base_config,
-                            [{"name": "conv"}, {"name": "conv_twin", "network": {}}, {"name": "tsm", "network": TSM}],
+                            [{"name": "conv"}, {"name": "conv_twin", "network": {}}, {"name": "tsm", "network": TSM},
+                             {"name": "conv_ema", "solver": {"plugins": [{"type": "ema", "decay": 0.5}]}}],
                             timing={"warmup_batches": 1})
     spec = load_ablation(config)
     taps: list[tuple[int, tuple[int, ...]]] = []
@@ -64,7 +66,7 @@ def test_backbone_is_tapped_once_per_batch(ablation_run):
     cfg = spec.base_cfg
     train_frames = cfg.data.batch_size * cfg.data.num_segments           # 8 clips x 8 frames
     train_taps = [t for t in taps if t[0] == train_frames]
-    # 32 toy videos / batch 8 = 4 batches, 1 epoch: 4 taps for the 3 variants, not 12
+    # 32 toy videos / batch 8 = 4 batches, 1 epoch: 4 taps for the 4 variants, not 16
     assert len(train_taps) == results["batches_per_epoch"] * spec.epochs == results["backbone_passes"]["train"] == 4
     assert all(layers == (0, 1, 2, 3) for _, layers in train_taps), "one tap for the union of the layers"
     # test time: 16 videos x 6 views in batches of 8 videos = 48 clips per chunk: one tap per batch for all variants
@@ -106,17 +108,23 @@ def test_sharing_does_not_couple_variants(ablation_run):
     assert a["params"] != _row(results, "tsm")["params"]
 
 
-def test_checkpoint_is_testable_and_gives_the_reported_top1(ablation_run, tmp_path):
+@pytest.mark.parametrize("name", ["conv", "conv_ema"])
+def test_checkpoint_scores_what_the_table_reports(ablation_run, name):
     """A variant's checkpoint loads with load_trainable_weights; test.py's evaluation (in process: the evaluator it
-    calls; and test.py itself) gives the table's top-1 and the same scores."""
-    import json
-
+    calls) gives the table's top-1 and the same scores: for an EMA variant, the EMA weights it validated."""
     from side4video.data import ShardedEvalSampler, build_dataset, build_loader, collate_eval
     from side4video.engine.builders import (backbone_from_config, config_for_checkpoint, load_trainable_weights,
                                             model_from_config)
+    from side4video.engine.checkpoint import load_checkpoint
     from side4video.engine.evaluator import collect_scores
     out, results = ablation_run["out"], ablation_run["results"]
-    path = out / "conv" / "checkpoint.pt"
+    path = out / name / "checkpoint.pt"
+    saved = load_checkpoint(path)
+    if name == "conv_ema":   # the EMA, once: as the evaluated weights, not again in the plugin's state
+        assert saved["plugins"] == {"ema": {}} and saved["eval_model"].keys() == saved["model"].keys()
+        assert not all(torch.equal(saved["eval_model"][k], saved["model"][k]) for k in saved["model"])
+    else:
+        assert "eval_model" not in saved
     cfg = config_for_checkpoint(path, None, [])          # the stored config, as test.py without --config
     backbone = backbone_from_config(cfg)
     model = model_from_config(cfg, backbone)
@@ -126,10 +134,14 @@ def test_checkpoint_is_testable_and_gives_the_reported_top1(ablation_run, tmp_pa
                           collate_fn=collate_eval)
     scores = collect_scores(backbone, model.eval(), loader, "cpu", mean=cfg.data.mean, std=cfg.data.std,
                             progress=False, flip_permutation=dataset.flip_permutation())
-    assert scores.metrics(cfg.data.num_classes)["top1"] == _row(results, "conv")["top1"]
-    np.testing.assert_allclose(np.load(out / "conv" / "scores_8x3x2.npz")["scores"], scores.scores, rtol=1e-5,
+    assert scores.metrics(cfg.data.num_classes)["top1"] == _row(results, name)["top1"]
+    np.testing.assert_allclose(np.load(out / name / "scores_8x3x2.npz")["scores"], scores.scores, rtol=1e-5,
                                atol=1e-6)
 
+
+def test_test_py_gives_the_reported_top1(ablation_run, tmp_path):
+    import json
+    out, results = ablation_run["out"], ablation_run["results"]
     tested = run_clean(["test.py", "--weights", str(out / "tsm" / "checkpoint.pt"), "--test_crops", "3",
                         "--test_clips", "2", "--output", str(tmp_path / "tsm")])
     assert tested.returncode == 0, tested.stdout + tested.stderr
@@ -145,7 +157,7 @@ def test_table_has_one_row_per_variant(ablation_run):
     blocks = [block.splitlines() for block in text.split("\n\n")]
     table = next(block for block in blocks if block[0].startswith("| variant") and "trainable params" in block[0])
     names = [line.split("|")[1].strip() for line in table[2:]]
-    assert names == ["conv", "conv_twin", "tsm"]
+    assert names == ["conv", "conv_twin", "tsm", "conv_ema"]
     header = table[0]
     for column in ("trainable params", "val top-1 (8x3x2)", "saved for backward / clip", "step time vs conv"):
         assert column in header

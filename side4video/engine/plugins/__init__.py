@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from ...config.types import check_named_entry
 from ...errors import ConfigError
-from .base import PluginContext, TrainBatch, TrainPlugin, classification_loss, validation_model
+from .base import (PluginContext, TrainableParts, TrainBatch, TrainPlugin, classification_loss, set_up_plugins,
+                   validation_model)
 from .ema import EmaPlugin
 from .mixup import MixupPlugin
 from .svmix import SVMixPlugin
@@ -58,5 +59,5 @@ def build_plugins(cfg) -> list[TrainPlugin]:
     return plugins
 
 
-__all__ = ["TrainBatch", "PluginContext", "TrainPlugin", "MixupPlugin", "EmaPlugin", "SVMixPlugin", "PLUGINS",
-           "check_plugin_spec", "build_plugins", "classification_loss", "validation_model"]
+__all__ = ["TrainBatch", "PluginContext", "TrainPlugin", "TrainableParts", "set_up_plugins", "MixupPlugin", "EmaPlugin",
+           "SVMixPlugin", "PLUGINS", "check_plugin_spec", "build_plugins", "classification_loss", "validation_model"]

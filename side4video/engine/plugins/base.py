@@ -69,6 +69,33 @@ class TrainPlugin:
         pass
 
 
+class TrainableParts(nn.Module):
+    """What the optimizer trains: the model plus the plugins' trainable parts (each its own optimizer group)."""
+
+    def __init__(self, model: nn.Module, parts: dict[str, nn.Module]):
+        super().__init__()
+        self.model = model
+        self.parts = nn.ModuleDict(parts)
+
+    def forward(self, inputs):
+        return self.model(inputs)
+
+
+def set_up_plugins(plugins: list[TrainPlugin], ctx: PluginContext,
+                   lr_mult: Mapping[str, float] | None = None) -> tuple[TrainableParts, dict[str, float]]:
+    """Set every plugin up on ``ctx``; returns the model with the plugins' trainable parts (on ``ctx.device``) and
+    ``lr_mult`` extended by one ``parts.<plugin>`` entry per part (the trainer, the ablation runner and the
+    benchmark build their optimizers from these two)."""
+    parts: dict[str, nn.Module] = {}
+    for plugin in plugins:
+        part = plugin.setup(ctx)
+        if part is not None:
+            parts[plugin.name] = part.to(ctx.device)
+    multipliers = dict(lr_mult or {})
+    multipliers.update({f"parts.{plugin.name}": plugin.lr_mult for plugin in plugins if plugin.name in parts})
+    return TrainableParts(ctx.model, parts), multipliers
+
+
 def validation_model(model: nn.Module, plugins: list[TrainPlugin]) -> nn.Module:
     """The model validated: the last plugin's that provides one (e.g. the EMA copy), else ``model`` itself."""
     chosen = model
@@ -84,4 +111,4 @@ def classification_loss(logits: torch.Tensor, targets: torch.Tensor, smoothing: 
     return F.cross_entropy(logits.float(), targets, label_smoothing=0.0 if targets.dim() == 2 else smoothing)
 
 
-__all__ = ["TrainBatch", "PluginContext", "TrainPlugin", "classification_loss", "validation_model"]
+__all__ = ["TrainBatch", "PluginContext", "TrainPlugin", "TrainableParts", "set_up_plugins", "classification_loss", "validation_model"]

@@ -38,7 +38,10 @@ class EmaPlugin(TrainPlugin):
         return self.ema.module if self.validate else None
 
     def state_dict(self) -> dict[str, Any]:
+        if self.validate:   # the validated model: the checkpoint holds it once, as its eval_model
+            return {}
         return {"module": {k: v.detach().to("cpu", copy=True) for k, v in self.ema.module.state_dict().items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.ema.module.load_state_dict(state["module"])
+        if "module" in state:   # also in checkpoints written before eval_model carried the validated EMA
+            self.ema.module.load_state_dict(state["module"])

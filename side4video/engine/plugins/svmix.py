@@ -318,12 +318,11 @@ class SVMixPlugin(TrainPlugin):
         return self.ema
 
     def state_dict(self) -> dict[str, Any]:
-        # cloned: on CPU, EmaPlugin's ``.cpu()`` tensors alias the live EMA weights, which later steps change in place
-        ema = self.ema_plugin.state_dict()
-        return {"ema": {"module": {k: v.clone() for k, v in ema["module"].items()}}}
+        return {}   # the EMA is the validated model: the checkpoint holds it once, as its eval_model
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.ema_plugin.load_state_dict(state["ema"])
+        if "ema" in state:   # checkpoints written before eval_model carried the validated EMA
+            self.ema_plugin.load_state_dict(state["ema"])
 
 
 def run_model_with_input_grad(backbone, model: nn.Module, frames: torch.Tensor, assembler=None) -> torch.Tensor:
