@@ -11,17 +11,13 @@ import numpy as np
 from ..backbones import backbone_identity
 from ..errors import DataError
 from ..models import create_assembler
+from ..models.assembly import protocol_name
 from .builders import backbone_from_config, load_trainable_weights, model_from_config
 from .checkpoint import FORMAT
 from .distributed import setup_distributed
 from .evaluator import ScoreSet, collect_scores
 from .logging_utils import dump_json, setup_logging
 from .metrics import save_confusion
-
-
-def protocol_name(frames: int, crops: int, clips: int) -> str:
-    """frames × crops × clips, the notation of Side4Video/UniFormerV2 tables (e.g. ``8x3x2``)."""
-    return f"{frames}x{crops}x{clips}"
 
 
 def default_test_dir(weights: str | Path, protocol: str, *, dense: bool = False, average: str = "prob") -> Path:
@@ -53,12 +49,7 @@ def run_test(cfg, weights: str | Path, *, test_crops: int | None = None, test_cl
     # built before the output folder exists: a protocol the sampler cannot give leaves nothing behind
     dataset = build_dataset(cfg.data, "test", test_crops=crops, test_clips=clips, dense=dense or None, seed=cfg.seed,
                             sampler=assembler.frame_sampler(cfg.data))
-    if assembler.name == "tap":
-        frames = int(cfg.data.num_segments) * int(cfg.data.seg_length)
-        protocol = protocol_name(frames, crops, clips)
-    else:  # e.g. cluster8x3x1: K pseudo-frames of the whole video
-        frames = int(assembler.num_frames)
-        protocol = assembler.name + protocol_name(frames, crops, clips)
+    frames, protocol = assembler.test_protocol(cfg.data, crops, clips)   # e.g. 8x3x2, cluster8x3x1
     out_dir = Path(output) if output else default_test_dir(weights, protocol, dense=dense, average=average)
     log = setup_logging(out_dir, dist.is_main, "test.log")
     backbone = backbone_from_config(cfg, dist.device)

@@ -19,6 +19,11 @@ from ..config.types import check_named_entry
 from .inputs import SideInputs
 
 
+def protocol_name(frames: int, crops: int, clips: int) -> str:
+    """frames × crops × clips, the notation of Side4Video/UniFormerV2 tables (e.g. ``8x3x2``)."""
+    return f"{frames}x{crops}x{clips}"
+
+
 class TapAssembler:
     """The default: the frozen backbone runs once on the sampled frames; the model's layers are tapped.
 
@@ -30,6 +35,11 @@ class TapAssembler:
 
     def frame_sampler(self, data_cfg):
         return None
+
+    def test_protocol(self, data_cfg, crops: int, clips: int) -> tuple[int, str]:
+        """The frames the model sees per view and the protocol's name (``8x3x2``: frames × crops × clips)."""
+        frames = int(data_cfg.num_segments) * int(data_cfg.seg_length)
+        return frames, protocol_name(frames, crops, clips)
 
     def collate_fn(self, train: bool):
         return None
@@ -44,13 +54,8 @@ class TapAssembler:
 
 
 def _assemblers() -> dict[str, type]:
-    table: dict[str, type] = {"tap": TapAssembler}
-    try:
-        from .clustering import ClusterAssembler
-        table["cluster"] = ClusterAssembler
-    except ImportError:  # pragma: no cover - while the clustering module is absent
-        pass
-    return table
+    from .clustering import ClusterAssembler   # imported here: clustering builds on this module
+    return {"tap": TapAssembler, "cluster": ClusterAssembler}
 
 
 def check_assembler_spec(entry: dict) -> dict:

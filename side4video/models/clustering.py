@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..backbones.frozen import FrozenEncoder
+from .assembly import protocol_name
 from .inputs import SideInputs
 
 METHODS = ("cumulative", "slope")
@@ -254,6 +255,10 @@ class ClusterAssembler:
     def num_frames(self) -> int:
         """T the model sees: K pseudo-frames."""
         return self.clusters
+
+    def test_protocol(self, data_cfg, crops: int, clips: int) -> tuple[int, str]:
+        """K pseudo-frames of the whole video per view: ``cluster8x3x1``."""
+        return self.clusters, "cluster" + protocol_name(self.clusters, crops, clips)
 
     @property
     def frames_per_video(self) -> int:
