@@ -101,8 +101,42 @@ def convert_value(dotted: str, value: Any, source: str) -> Any:
     except TypeMismatch as exc:
         if exc.standalone:
             raise ConfigError(f"{source}: '{dotted}' {exc}") from None
-        shown = repr(value) if not isinstance(value, str) else f"'{value}'"
-        raise ConfigError(f"{source}: '{dotted}' must be {exc}, got {shown}") from None
+        raise ConfigError(f"{source}: '{dotted}' must be {exc}, got {_shown(value)}") from None
+
+
+def _shown(value: Any) -> str:
+    return repr(value) if not isinstance(value, str) else f"'{value}'"
+
+
+def check_mapping(values: Any, table: Mapping[str, Any], where: str, prefix: str = "") -> dict[str, Any]:
+    """``values`` checked against a small schema of its own (``{name: Key}``, nested mappings for sections: e.g. a
+    tool's file format), the way the config is: an unknown key stops with the closest name, every value is
+    converted to its type once, missing keys get their defaults. Errors are one-line :class:`ConfigError`\ s that
+    start with ``where`` and name the dotted key."""
+    if values is None:
+        values = {}
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where}: '{prefix.rstrip('.') or 'the top level'}' must be a mapping, got {_shown(values)}")
+    for key in values:
+        if key not in table:
+            close = difflib.get_close_matches(str(key), list(table), n=1, cutoff=0.5)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known keys: {', '.join(table)}"
+            raise ConfigError(f"{where}: unknown key '{prefix}{key}'{hint}")
+    out: dict[str, Any] = {}
+    for name, node in table.items():
+        if not isinstance(node, Key):
+            out[name] = check_mapping(values.get(name), node, where, f"{prefix}{name}.")
+            continue
+        if name not in values:
+            out[name] = copy.deepcopy(node.default)
+            continue
+        try:
+            out[name] = node.type.convert(values[name])
+        except TypeMismatch as exc:
+            if exc.standalone:
+                raise ConfigError(f"{where}: '{prefix}{name}' {exc}") from None
+            raise ConfigError(f"{where}: '{prefix}{name}' must be {exc}, got {_shown(values[name])}") from None
+    return out
 
 
 def parse_overrides(opts: Iterable[str] | None) -> dict[str, Any]:

@@ -194,6 +194,18 @@ class Literal(Type):
 
 
 @dataclass(frozen=True)
+class Raw(Type):
+    """Any value, kept as it is: for entries that the code using them checks itself (e.g. an ablation's
+    variants, each loaded through the config loader)."""
+
+    def convert(self, value: Any) -> Any:
+        return value
+
+    def describe(self) -> str:
+        return "any value"
+
+
+@dataclass(frozen=True)
 class Optional(Type):
     """``None`` (written ``null``, ``None``, ``none`` or ``~``) or the inner type."""
     inner: Type
@@ -269,6 +281,8 @@ class MappingOf(Type):
             raise self.fail() from None
 
     def describe(self) -> str:
+        if isinstance(self.value, Raw):
+            return "a mapping"
         return f"a mapping of names to values, each {self.value.describe()}"
 
 

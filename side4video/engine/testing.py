@@ -11,7 +11,6 @@ import numpy as np
 from ..backbones import backbone_identity
 from ..errors import DataError
 from ..models import create_assembler
-from ..models.assembly import protocol_name
 from .builders import backbone_from_config, load_trainable_weights, model_from_config
 from .checkpoint import FORMAT
 from .distributed import setup_distributed

@@ -87,14 +87,47 @@ import torch
 from torch import nn
 
 from ..cli import run_command
+from ..config.schema import Key
+from ..config.types import Choice, Int, ListOf, MappingOf, Optional, Raw, Str
+from ..config.types import Path as PathType
 from ..engine.memory import SavedTensorMeter
 from ..errors import ConfigError, TrainingError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
-TOP_KEYS = ("base", "output", "report", "reference", "budget", "timing", "variants")
-BUDGET_KEYS = ("epochs", "val_every", "test_crops", "test_clips")
-TIMING_KEYS = ("warmup_batches", "check", "check_epochs")
-VARIANT_KEYS = ("name", "label", "network", "config", "solver")
+
+
+def _test_crop_choices() -> tuple[int, ...]:
+    from ..data.transforms import TEST_CROP_CHOICES
+    return tuple(TEST_CROP_CHOICES)
+
+
+# The ablation file's own schema (checked by the config package's check_mapping: types, defaults, closest-name hints)
+ABLATION_SCHEMA = {
+    "base": Key(None, "the training config every variant starts from (required)", Optional(PathType())),
+    "output": Key(None, "the default of --out", Optional(PathType())),
+    "report": Key(None, "also write the report there", Optional(PathType())),
+    "reference": Key(None, "step times are divided by this variant's (default: the first)", Optional(Str(True))),
+    "budget": {
+        "epochs": Key(None, "solver.epochs of every variant (default: the base's)", Optional(Int(min=1))),
+        "val_every": Key(0, "1-view validation every N epochs (0: only the final test)", Int(min=0)),
+        "test_crops": Key(3, "final test: spatial crops per clip", Choice(_test_crop_choices)),
+        "test_clips": Key(2, "final test: temporal clips per video", Int(min=1)),
+    },
+    "timing": {
+        "warmup_batches": Key(2, "first batches left out of the time medians", Int(min=0)),
+        "check": Key([], "variants trained again, side by side and then each alone", ListOf(Str(True))),
+        "check_epochs": Key(1, "epochs of that real measurement", Int(min=1)),
+    },
+    "variants": Key(None, "the variants (checked one by one with VARIANT_SCHEMA)", Raw()),
+}
+VARIANT_SCHEMA = {
+    "name": Key(None, "letters, digits, '_', '-', '.'; names DIR/<name>/", Raw()),
+    "label": Key(None, "module(s) text for the table (default: described from the config)", Optional(Str())),
+    "network": Key({}, "overrides of the network section", MappingOf(Raw())),
+    "config": Key(None, "a config file whose network section is used (its backbone keys excepted)",
+                  Optional(PathType())),
+    "solver": Key({}, "training-plugin keys only (VARIANT_SOLVER_KEYS)", MappingOf(Raw())),
+}
 # Solver keys a variant may set: they choose training plugins. Everything else of the solver is shared.
 VARIANT_SOLVER_KEYS = ("plugins", "mixup", "cutmix", "mix_prob", "mix_switch_prob")
 # Network keys that choose the frozen backbone: one backbone serves every variant.
@@ -137,12 +170,6 @@ def _hint(key: str, known: Sequence[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
 
 
-def _check_keys(mapping: Mapping, known: Sequence[str], where: str) -> None:
-    for key in mapping:
-        if key not in known:
-            raise ConfigError(f"{where}: unknown key '{key}'{_hint(key, known)}")
-
-
 def _resolve_path(value: Any, relative_to: Path, where: str, must_exist: bool = True) -> Path:
     if not isinstance(value, (str, os.PathLike)) or not str(value):
         raise ConfigError(f"{where} must be a path, got {value!r}")
@@ -171,20 +198,6 @@ def _read_mapping(path: Path) -> Mapping[str, Any]:
     return loaded
 
 
-def _int_option(section: Mapping, key: str, default: int, where: str, minimum: int) -> int:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{where}.{key} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _section(raw: Mapping, key: str, where: str) -> Mapping:
-    value = raw.get(key) or {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{where}: '{key}' must be a mapping, got {value!r}")
-    return value
-
-
 def load_ablation(path: str | Path, opts: Sequence[str] | None = None,
                   only: Sequence[str] | None = None) -> AblationSpec:
     """Read and check an ablation YAML; every variant's config is loaded and validated with ``load_config``.
@@ -192,38 +205,23 @@ def load_ablation(path: str | Path, opts: Sequence[str] | None = None,
     ``opts`` (``key=value``) override the base config for every variant (a variant's own keys still win);
     ``only`` keeps these variants. Raises :class:`ConfigError` (one line) for anything that cannot run.
     """
-    from ..config import load_config, parse_overrides
-    from ..data.transforms import TEST_CROP_CHOICES
+    from ..config import check_mapping, load_config, parse_overrides
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"ablation config not found: {path}")
-    raw = _read_mapping(path)
     where = str(path)
-    _check_keys(raw, TOP_KEYS, where)
-    if "base" not in raw:
+    raw = check_mapping(_read_mapping(path), ABLATION_SCHEMA, where)
+    if raw["base"] is None:
         raise ConfigError(f"{where}: 'base' (a training config, e.g. configs/toy/toy_side4video.yaml) is required")
     here = path.parent
     base_path = _resolve_path(raw["base"], here, f"{where}: base")
     base_opts = parse_overrides(opts)
     base_cfg = load_config(base_path, base_opts)
+    budget, timing = raw["budget"], raw["timing"]
+    epochs = budget["epochs"] or int(base_cfg.solver.epochs)
+    check = timing["check"]
 
-    budget = _section(raw, "budget", where)
-    _check_keys(budget, BUDGET_KEYS, f"{where}: budget")
-    epochs = _int_option(budget, "epochs", int(base_cfg.solver.epochs), f"{where}: budget", 1)
-    val_every = _int_option(budget, "val_every", 0, f"{where}: budget", 0)
-    test_crops = budget.get("test_crops", 3)
-    if test_crops not in TEST_CROP_CHOICES:
-        raise ConfigError(f"{where}: budget.test_crops must be one of {list(TEST_CROP_CHOICES)}, got {test_crops!r}")
-    test_clips = _int_option(budget, "test_clips", 2, f"{where}: budget", 1)
-    timing = _section(raw, "timing", where)
-    _check_keys(timing, TIMING_KEYS, f"{where}: timing")
-    warmup = _int_option(timing, "warmup_batches", 2, f"{where}: timing", 0)
-    check_epochs = _int_option(timing, "check_epochs", 1, f"{where}: timing", 1)
-    check = timing.get("check") or []
-    if not isinstance(check, list) or not all(isinstance(c, str) for c in check):
-        raise ConfigError(f"{where}: timing.check must be a list of variant names, got {check!r}")
-
-    entries = raw.get("variants")
+    entries = raw["variants"]
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{where}: 'variants' must be a non-empty list of {{name: ..., network: {{...}}}}")
     variants: list[VariantSpec] = []
@@ -235,28 +233,26 @@ def load_ablation(path: str | Path, opts: Sequence[str] | None = None,
         if not isinstance(name, str) or not NAME_PATTERN.match(name):
             raise ConfigError(f"{spot}: 'name' must be letters, digits, '_', '-' or '.', got {name!r}")
         spot = f"{where}: variant '{name}'"
-        _check_keys(entry, VARIANT_KEYS, spot)
+        entry = check_mapping(entry, VARIANT_SCHEMA, spot)
         if any(v.name == name for v in variants):
             raise ConfigError(f"{spot}: the name is used twice")
         overrides: dict[str, Any] = dict(base_opts)
         source = None
-        if entry.get("config") is not None:
+        if entry["config"] is not None:
             variant_path = _resolve_path(entry["config"], here, f"{spot}: config")
-            network = _section(_read_mapping(variant_path), "network", str(variant_path))
-            if not network:
-                raise ConfigError(f"{variant_path}: has no network section to use for variant '{name}'")
+            network = _read_mapping(variant_path).get("network")
+            if not isinstance(network, Mapping) or not network:
+                raise ConfigError(f"{variant_path}: has no network section (a mapping) to use for variant '{name}'")
             # its network section, the backbone excepted: the base's backbone serves every variant
             overrides.update({f"network.{k}": v for k, v in network.items() if k not in BACKBONE_KEYS})
             load_config(base_path, overrides, overrides_source=f"{variant_path} (network section)")
             source = str(variant_path)
-        network = _section(entry, "network", spot)
-        overrides.update({f"network.{k}": v for k, v in network.items()})
-        solver = _section(entry, "solver", spot)
-        for key in solver:
+        overrides.update({f"network.{k}": v for k, v in entry["network"].items()})
+        for key in entry["solver"]:
             if key not in VARIANT_SOLVER_KEYS:
                 raise ConfigError(f"{spot}: solver.{key} cannot differ between variants (same solver and budget for "
                                   f"all); a variant may set only {', '.join(VARIANT_SOLVER_KEYS)}")
-        overrides.update({f"solver.{k}": v for k, v in solver.items()})
+        overrides.update({f"solver.{k}": v for k, v in entry["solver"].items()})
         overrides["solver.epochs"] = epochs
         cfg = load_config(base_path, overrides, overrides_source=spot)
         for key in BACKBONE_KEYS:
@@ -268,10 +264,7 @@ def load_ablation(path: str | Path, opts: Sequence[str] | None = None,
         if assembler and dict(assembler).get("type", "tap") != "tap":
             raise ConfigError(f"{spot}: network.assembler {{type: {assembler['type']}}} needs other frames and another "
                               f"sampler than the shared loader; train this variant with train.py")
-        label = entry.get("label")
-        if label is not None and not isinstance(label, str):
-            raise ConfigError(f"{spot}: 'label' must be a string, got {label!r}")
-        variants.append(VariantSpec(name=name, cfg=cfg, label=label, source=source))
+        variants.append(VariantSpec(name=name, cfg=cfg, label=entry["label"], source=source))
 
     names = [v.name for v in variants]
     if only:
@@ -281,7 +274,7 @@ def load_ablation(path: str | Path, opts: Sequence[str] | None = None,
         variants = [v for v in variants if v.name in only]
         names = [v.name for v in variants]
         check = [c for c in check if c in names]
-    reference = raw.get("reference", names[0])
+    reference = raw["reference"] or names[0]
     if reference not in names:
         if only:
             reference = names[0]
@@ -290,12 +283,13 @@ def load_ablation(path: str | Path, opts: Sequence[str] | None = None,
     for name in check:
         if name not in names:
             raise ConfigError(f"{where}: timing.check names '{name}', which is not a variant{_hint(name, names)}")
-    output = _resolve_path(raw["output"], here, f"{where}: output", must_exist=False) if raw.get("output") else None
-    report = _resolve_path(raw["report"], here, f"{where}: report", must_exist=False) if raw.get("report") else None
+    output = _resolve_path(raw["output"], here, f"{where}: output", must_exist=False) if raw["output"] else None
+    report = _resolve_path(raw["report"], here, f"{where}: report", must_exist=False) if raw["report"] else None
     return AblationSpec(path=path, base_path=base_path, base_cfg=base_cfg, variants=variants, reference=reference,
-                        epochs=epochs, val_every=val_every, test_crops=int(test_crops), test_clips=test_clips,
-                        warmup_batches=warmup, check=list(dict.fromkeys(check)), check_epochs=check_epochs,
-                        output=output, report=report)
+                        epochs=epochs, val_every=budget["val_every"], test_crops=budget["test_crops"],
+                        test_clips=budget["test_clips"], warmup_batches=timing["warmup_batches"],
+                        check=list(dict.fromkeys(check)), check_epochs=timing["check_epochs"], output=output,
+                        report=report)
 
 
 # -- describing a variant ------------------------------------------------------------------------------------------
@@ -903,7 +897,8 @@ def run_ablation(spec: AblationSpec, out_dir: str | Path | None = None, *, repor
     (``out_dir/ablation.md``, and ``report`` if given). Returns the results."""
     from ..engine.logging_utils import append_jsonl, dump_json, setup_logging
     from ..engine.checkpoint import atomic_write
-    from ..engine.testing import protocol_name, save_scores
+    from ..engine.testing import save_scores
+    from ..models.assembly import protocol_name
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise TrainingError("the ablation runs in one process (it shares one backbone pass between the variants); "
                             "launch it with python, not torchrun")

@@ -304,7 +304,7 @@ def build_index(out: Path, cfg, dataset, identity: dict, spec: FeatureSpec, sett
                 num_shards: int, per_rank: list[dict]) -> dict[str, Any]:
     """index.json: global facts, then every video (from the shard manifests, all of which must exist)."""
     from ..config import to_plain_dict
-    from ..engine.testing import protocol_name
+    from ..models.assembly import protocol_name
     missing = [shard_name(s) for s in range(num_shards) if not (out / f"{shard_name(s)}.json").is_file()]
     if missing:
         raise DataError(f"{out}: shard(s) {missing[:5]} were not written; run the extraction again to finish")

@@ -179,3 +179,21 @@ def test_every_key_is_typed_and_documented():
     defaults["data"]["num_classes"] = 3
     cfg = load_config(None, {"data.num_classes": 3})
     assert cfg.toDict() | {"config_path": None} == defaults | {"config_path": None}
+
+
+def test_check_mapping_types_defaults_and_hints_for_a_tools_own_file_format():
+    """A tool's small file format (the ablation YAML) is checked by the same types as the config."""
+    from side4video.config import check_mapping
+    from side4video.config.schema import Key
+    from side4video.config.types import Int, ListOf, Str
+    table = {"name": Key("x", "a name", Str()), "budget": {"epochs": Key(1, "epochs", Int(min=1)),
+                                                          "views": Key([1], "views", ListOf(Int(min=1)))}}
+    assert check_mapping({"budget": {"epochs": "3"}}, table, "f.yaml") == {"name": "x",
+                                                                          "budget": {"epochs": 3, "views": [1]}}
+    assert check_mapping(None, table, "f.yaml")["budget"] == {"epochs": 1, "views": [1]}
+    with pytest.raises(ConfigError, match=r"^f.yaml: unknown key 'budget.epoch'; did you mean 'budget.epochs'\?$"):
+        check_mapping({"budget": {"epoch": 3}}, table, "f.yaml")
+    with pytest.raises(ConfigError, match=r"^f.yaml: 'budget.epochs' must be a positive integer, got -1$"):
+        check_mapping({"budget": {"epochs": -1}}, table, "f.yaml")
+    with pytest.raises(ConfigError, match=r"^f.yaml: 'budget' must be a mapping, got 7$"):
+        check_mapping({"budget": 7}, table, "f.yaml")

@@ -184,7 +184,12 @@ def test_table_has_one_row_per_variant(ablation_run):
     ([{"name": "a b"}], {}, r"variants\[0\]: 'name' must be"),
     ([{"name": "a", "config": "nowhere.yaml"}], {}, r"variant 'a': config: file not found: nowhere.yaml"),
     ([{"name": "a"}], {"budjet": {}}, r"unknown key 'budjet'; did you mean 'budget'\?"),
-    ([{"name": "a"}], {"budget": {"epochs": 0}}, r"budget.epochs must be an integer >= 1"),
+    ([{"name": "a"}], {"budget": {"epochs": 0}}, r"'budget.epochs' must be a positive integer, got 0"),
+    ([{"name": "a"}], {"timing": {"warmup_batchs": 1}}, r"unknown key 'timing.warmup_batchs'; did you mean "
+                                                         r"'timing.warmup_batches'\?"),
+    ([{"name": "a"}], {"budget": {"test_crops": 4}}, r"'budget.test_crops' must be one of 1, 3, 5, 10, got 4"),
+    ([{"name": "a"}], {"timing": "fast"}, r"'timing' must be a mapping, got 'fast'"),
+    ([{"name": "a", "label": ["x"]}], {}, r"variant 'a': 'label' must be a string, got \['x'\]"),
     ([{"name": "a"}], {"timing": {"check": ["b"]}}, r"timing.check names 'b', which is not a variant"),
     ([{"name": "a"}], {"reference": "b"}, r"reference 'b' is not a variant"),
     ([], {}, r"'variants' must be a non-empty list"),
