@@ -44,6 +44,21 @@ def _test_crops() -> tuple[int, ...]:
     return tuple(TEST_CROP_CHOICES)
 
 
+def _sampling_protocols() -> tuple[str, ...]:
+    from ..data.sampling import PROTOCOL_CHOICES
+    return tuple(PROTOCOL_CHOICES)
+
+
+def _train_crops() -> tuple[str, ...]:
+    from ..data.transforms import TRAIN_CROPS
+    return tuple(TRAIN_CROPS)
+
+
+def _three_crop_modes() -> tuple[str, ...]:
+    from ..data.transforms import THREE_CROP_MODES
+    return tuple(THREE_CROP_MODES)
+
+
 def _video_backends() -> tuple[str, ...]:
     from ..data.decoders import VIDEO_BACKENDS
     return tuple(VIDEO_BACKENDS)
@@ -93,7 +108,7 @@ SCHEMA: dict[str, Any] = {
         "sampling_protocol": Key("auto", "frame-index rules: tsn (TSN/TSM), sth or kinetics (the reference's own "
                                          "datasets/sth.py, kinetics.py); auto: sth if the dataset is "
                                          "Something-Something, else kinetics, as the reference chooses",
-                                 Choice(("auto", "tsn", "sth", "kinetics"))),
+                                 Choice(_sampling_protocols)),
         "random_shift": Key(True, "random offsets at train time (False: the validation indices)", Bool()),
         "num_sample": Key(1, "repeated augmentation: k augmented views of the same sampled frames", _POSITIVE),
         "rand_aug": Key(False, "RandAugment, same operation on every frame of a clip", Bool()),
@@ -103,7 +118,7 @@ SCHEMA: dict[str, Any] = {
         "sampling_rate": Key(8, "frame stride inside a dense window (tsn protocol)", _POSITIVE),
         "dense_range": Key(128, "frames covered by a dense window of the sth/kinetics protocols (stride range // T)",
                            _POSITIVE),
-        "train_crop": Key("random_resized", "train crop", Choice(("random_resized", "multiscale", "center"))),
+        "train_crop": Key("random_resized", "train crop", Choice(_train_crops)),
         "crop_area": Key([0.08, 1.0], "random resized crop: range of the crop area fraction",
                          ListOf(Float(min=0.0, max=1.0), length=2, check=_fraction_range,
                                 check_doc="0 < low <= high <= 1")),
@@ -131,7 +146,7 @@ SCHEMA: dict[str, Any] = {
         "three_crop": Key("reference", "3-crop test views: reference (GroupFullResSample: three input-size crops "
                                        "of the frame scaled by the scale rule) or full_height (TSM full-res: "
                                        "short side resized to the crop size)",
-                          Choice(("reference", "full_height"))),
+                          Choice(_three_crop_modes)),
     },
     "network": {
         "arch": Key("ViT-B/16", "backbone: OpenAI/open_clip/EVA02 name or a path to an open_clip-style JSON config",

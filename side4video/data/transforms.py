@@ -27,6 +27,7 @@ Box = tuple[int, int, int, int]
 MULTISCALE_SCALES = (1.0, 0.875, 0.75, 0.66)
 TEST_CROP_CHOICES = (1, 3, 5, 10)
 THREE_CROP_MODES = ("reference", "full_height")
+TRAIN_CROPS = ("random_resized", "multiscale", "center")
 # the reference's Something-Something left/right classes, swapped when a training clip is flipped
 SOMETHING_FLIP_PAIRS = ((86, 87), (93, 94), (166, 167))
 
@@ -205,8 +206,8 @@ class TrainAugmentation:
     def __init__(self, input_size: int, scale: ScaleSize, *, crop: str = "random_resized",
                  crop_area: Sequence[float] = (0.08, 1.0), crop_ratio: Sequence[float] = (3 / 4, 4 / 3),
                  flip: bool = True, grayscale: float = 0.0, rand_augment: ClipRandAugment | None = None):
-        if crop not in ("random_resized", "multiscale", "center"):
-            raise ValueError(f"data.train_crop must be random_resized, multiscale or center, got {crop!r}")
+        if crop not in TRAIN_CROPS:
+            raise ValueError(f"data.train_crop must be one of {', '.join(TRAIN_CROPS)}, got {crop!r}")
         self.input_size = input_size
         self.scale = scale
         self.crop = crop

@@ -31,24 +31,29 @@ def _expand_aliases(lr_mult: Mapping[str, float], names: list[str]) -> dict[str,
 
 
 def param_groups(model: nn.Module, weight_decay: float, *, decay_all: bool = False,
-                 lr_mult: Mapping[str, float] | None = None, prefix: str = "") -> list[dict[str, Any]]:
-    """Trainable parameters split by (lr multiplier, decay or not).
+                 lr_mult: Mapping[str, float] | None = None, prefix: str = "",
+                 own_groups: Mapping[str, float | None] | None = None) -> list[dict[str, Any]]:
+    """Trainable parameters split by (own part, lr multiplier, decay or not).
 
     ``lr_mult`` maps a parameter-name prefix (e.g. ``fc`` or ``blocks.0``; ``head`` means the classifier) to a
     multiplier of the base lr; the longest matching prefix wins. ``decay_all`` reproduces the reference, which
     decays everything. ``prefix`` is stripped from parameter names before matching (the trainer wraps the model
-    as ``model.``; plugin parts are ``parts.<plugin>.``).
+    as ``model.``; plugin parts are ``parts.<plugin>.``). ``own_groups`` maps a name prefix (a plugin's part) to
+    its weight decay (None: ``weight_decay``): its parameters never share a group with the rest.
     """
     named = [(name[len(prefix):] if prefix and name.startswith(prefix) else name, param)
              for name, param in model.named_parameters() if param.requires_grad]
     lr_mult = _expand_aliases(dict(lr_mult or {}), [name for name, _ in named])
-    groups: dict[tuple[float, bool], dict[str, Any]] = {}
+    own_groups = dict(own_groups or {})
+    groups: dict[tuple[str, float, bool], dict[str, Any]] = {}
     for name, param in named:
         prefixes = [p for p in lr_mult if name == p or name.startswith(p + ".")]
         mult = float(lr_mult[max(prefixes, key=len)]) if prefixes else 1.0
+        part = next((p for p in own_groups if name.startswith(p + ".")), "")
+        base_decay = weight_decay if own_groups.get(part) is None else float(own_groups[part])
         decay = decay_all or not _wants_no_decay(name, param)
-        group = groups.setdefault((mult, decay), {"params": [], "names": [], "lr_mult": mult,
-                                                  "weight_decay": weight_decay if decay else 0.0})
+        group = groups.setdefault((part, mult, decay), {"params": [], "names": [], "lr_mult": mult,
+                                                        "weight_decay": base_decay if decay else 0.0})
         group["params"].append(param)
         group["names"].append(name)
     unused = [p for p in lr_mult if not any(n == p or n.startswith(p + ".") for g in groups.values() for n in g["names"])]
@@ -63,8 +68,10 @@ def build_optimizer(model: nn.Module, solver, *, lr_mult: Mapping[str, float] | 
                     prefix: str = "") -> torch.optim.Optimizer:
     """AdamW or SGD over :func:`param_groups`; ``foreach`` kernels (one launch for all tensors of a group) on every
     device, ``fused`` AdamW on CUDA."""
+    # a model with plugin parts (TrainableParts) names the parts that get their own groups
     groups = param_groups(model, solver.weight_decay, decay_all=solver.weight_decay_all,
-                          lr_mult=solver.lr_mult if lr_mult is None else lr_mult, prefix=prefix)
+                          lr_mult=solver.lr_mult if lr_mult is None else lr_mult, prefix=prefix,
+                          own_groups=getattr(model, "own_groups", None))
     for group in groups:
         group["lr"] = solver.lr * group["lr_mult"]
         group.pop("names")

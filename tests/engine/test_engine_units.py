@@ -46,6 +46,24 @@ def test_lr_multipliers_by_prefix():
         param_groups(model, 0.1, lr_mult={"heads": 10})
 
 
+def test_a_plugins_trainable_part_gets_optimizer_groups_of_its_own():
+    """Same lr multiplier as the model (1.0) and still its own groups, with the plugin's weight decay."""
+    from side4video.engine.optim import build_optimizer
+    from side4video.engine.plugins import TrainableParts
+    model = create_model("side4video", TINY, 5, side_dim=32)
+    block = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    trainable = TrainableParts(model, {"svmix": block}, weight_decay={"svmix": 0.5})
+    solver = load_config(None, ["data.num_classes=5", "solver.weight_decay=0.05"]).solver
+    optimizer = build_optimizer(trainable, solver, lr_mult={"parts.svmix": 1.0}, prefix="model.")
+    block_ids = {id(p) for p in block.parameters()}
+    own = [g for g in optimizer.param_groups if {id(p) for p in g["params"]} <= block_ids]
+    mixed = [g for g in optimizer.param_groups if {id(p) for p in g["params"]} & block_ids
+             and not {id(p) for p in g["params"]} <= block_ids]
+    assert not mixed and sum(len(g["params"]) for g in own) == 4
+    assert sorted(g["weight_decay"] for g in own) == [0.0, 0.5]      # biases/norms without decay, as elsewhere
+    assert {g["weight_decay"] for g in optimizer.param_groups if g not in own} == {0.0, 0.05}
+
+
 def test_warmup_cosine_and_step_schedules():
     solver = DotMap(lr=1.0, lr_warmup_step=1, epochs=5, min_lr=0.0, type="cosine", lr_steps=[], lr_decay=0.1)
     factor = lr_factor_fn(solver, steps_per_epoch=10)

@@ -70,12 +70,15 @@ class TrainPlugin:
 
 
 class TrainableParts(nn.Module):
-    """What the optimizer trains: the model plus the plugins' trainable parts (each its own optimizer group)."""
+    """What the optimizer trains: the model plus the plugins' trainable parts. ``own_groups`` (``parts.<name>`` →
+    weight decay, None: the solver's) tells ``build_optimizer`` that each part gets optimizer groups of its own."""
 
-    def __init__(self, model: nn.Module, parts: dict[str, nn.Module]):
+    def __init__(self, model: nn.Module, parts: dict[str, nn.Module],
+                 weight_decay: dict[str, float | None] | None = None):
         super().__init__()
         self.model = model
         self.parts = nn.ModuleDict(parts)
+        self.own_groups = {f"parts.{name}": (weight_decay or {}).get(name) for name in parts}
 
     def forward(self, inputs):
         return self.model(inputs)
@@ -93,7 +96,8 @@ def set_up_plugins(plugins: list[TrainPlugin], ctx: PluginContext,
             parts[plugin.name] = part.to(ctx.device)
     multipliers = dict(lr_mult or {})
     multipliers.update({f"parts.{plugin.name}": plugin.lr_mult for plugin in plugins if plugin.name in parts})
-    return TrainableParts(ctx.model, parts), multipliers
+    decays = {plugin.name: plugin.weight_decay for plugin in plugins if plugin.name in parts}
+    return TrainableParts(ctx.model, parts, decays), multipliers
 
 
 def validation_model(model: nn.Module, plugins: list[TrainPlugin]) -> nn.Module:
