@@ -107,7 +107,8 @@ def test_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--weights", required=True, help="checkpoint (checkpoints/best.pt or last.pt, or an official "
                                                          "Side4Video checkpoint); without --config its stored config "
                                                          "is used")
-    parser.add_argument("--test_crops", type=int, default=None, choices=(1, 3, 5, 10),
+    from .data.transforms import TEST_CROP_CHOICES
+    parser.add_argument("--test_crops", type=int, default=None, choices=TEST_CROP_CHOICES,
                         help="spatial crops per clip (default: data.test_crops)")
     parser.add_argument("--test_clips", type=positive_int, default=None,
                         help="temporal clips per video (default: data.test_clips)")

@@ -97,5 +97,13 @@ def all_gather_objects(obj: Any) -> list[Any]:
 
 
 def cleanup() -> None:
-    if dist.is_initialized():
+    """Destroy the process group through DeepSpeed's comm layer, which also drops the groups it cached (after a
+    plain ``torch.distributed.destroy_process_group`` a second training in the same process, e.g. a notebook,
+    failed in ``deepspeed.initialize`` with "Group ... is not registered")."""
+    if not dist.is_initialized():
+        return
+    import deepspeed.comm as ds_comm
+    if ds_comm.is_initialized():
+        ds_comm.destroy_process_group()
+    else:
         dist.destroy_process_group()

@@ -395,7 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "written --layers=-1,)")
     parser.add_argument("--pool", choices=POOLS, default=None,
                         help="with --layers: cls token, mean of patch tokens, or all tokens (default: cls)")
-    parser.add_argument("--test_crops", type=int, default=None, choices=(1, 3, 5, 10),
+    from ..data.transforms import TEST_CROP_CHOICES
+    parser.add_argument("--test_crops", type=int, default=None, choices=TEST_CROP_CHOICES,
                         help="spatial crops per clip (default: data.test_crops)")
     parser.add_argument("--test_clips", type=positive_int, default=None,
                         help="temporal clips per video (default: data.test_clips)")

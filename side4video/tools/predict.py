@@ -153,7 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--weights", required=True, help="trained checkpoint (checkpoints/best.pt); its stored "
                                                          "config is used when --config is left out")
     parser.add_argument("--topk", type=positive_int, default=5, help="classes shown per video (default: 5)")
-    parser.add_argument("--test_crops", type=int, default=None, choices=(1, 3, 5, 10),
+    from ..data.transforms import TEST_CROP_CHOICES
+    parser.add_argument("--test_crops", type=int, default=None, choices=TEST_CROP_CHOICES,
                         help="spatial crops per clip (default: data.test_crops)")
     parser.add_argument("--test_clips", type=positive_int, default=None,
                         help="temporal clips per video (default: data.test_clips)")

@@ -202,11 +202,12 @@ def test_progress_bars_write_little_into_log_files(monkeypatch):
     assert len(sink.getvalue()) < 1000, f"{len(sink.getvalue())} bytes of progress for one epoch"
 
 
-def test_command_line_counts_must_be_positive():
-    import argparse
-
-    from side4video.cli import positive_int
-    assert positive_int("3") == 3
-    for bad in ("0", "-2", "x"):
-        with pytest.raises(argparse.ArgumentTypeError):
-            positive_int(bad)
+@pytest.mark.parametrize("flag", ["--test_clips", "--batch_size", "--max_views"])
+@pytest.mark.parametrize("bad", ["0", "-2", "x"])
+def test_command_line_counts_must_be_positive(flag, bad, capsys):
+    """test.py refuses a count < 1 before anything runs (it used to become 1, the default, or fail later)."""
+    from side4video.cli import test_main
+    with pytest.raises(SystemExit) as exit_info:
+        test_main(["--weights", "missing.pt", flag, bad])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: expected a positive integer, got " in capsys.readouterr().err

@@ -92,3 +92,33 @@ def test_bad_inputs(workspace, tmp_path, capsys, target, message):
     code = main([str(tmp_path / target), "--config", str(workspace.config), "--weights", str(workspace.checkpoint)])
     captured = capsys.readouterr()
     assert code == 2 and message in captured.err and captured.out == ""
+
+
+def test_predict_needs_only_the_checkpoint_when_it_stores_its_config(workspace, tmp_path, capsys):
+    """`predict VIDEO --weights CKPT`: the config stored in a training checkpoint is used when --config is left out;
+    without one stored, a one-line error asks for --config."""
+    import torch
+
+    from side4video.config import to_plain_dict
+    target = f"{workspace.toy['frames_root']}/val/00002"
+    code, expected = predict_json(workspace, target, capsys, "--topk", "8")
+    assert code == 0
+    checkpoint = torch.load(workspace.checkpoint, weights_only=True)
+    stored = tmp_path / "with_config.pt"
+    torch.save({**checkpoint, "config": to_plain_dict(workspace.load_config())}, stored)
+    assert main([target, "--weights", str(stored), "--json", "--topk", "8"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["predictions"] == expected[0]["predictions"]
+    assert main([target, "--weights", str(workspace.checkpoint), "--json"]) == 2   # 2: nothing ran (1: a video failed)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "stores no config" in err and "pass --config" in err
+
+
+def test_a_checkpoint_of_another_head_is_one_line(workspace, tmp_path, capsys):
+    import torch
+    checkpoint = torch.load(workspace.checkpoint, weights_only=True)
+    other = tmp_path / "frame_avg.pt"
+    torch.save({**checkpoint, "head": "frame_avg"}, other)
+    target = f"{workspace.toy['frames_root']}/val/00002"
+    assert main([target, "--config", str(workspace.config), "--weights", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {other} holds a 'frame_avg' model, but the config asks for network.head: side4video\n"
