@@ -65,7 +65,7 @@ def run_test(cfg, weights: str | Path, *, test_crops: int | None = None, test_cl
     start = time.time()
     scores = collect_scores(backbone, model, loader, dist.device, mean=cfg.data.mean, std=cfg.data.std,
                             average=average, max_views_per_forward=max_views, precision=cfg.solver.precision,
-                            progress=dist.is_main, desc=f"test {protocol}",
+                            progress=dist.is_main and cfg.logging.progress, desc=f"test {protocol}",
                             flip_permutation=dataset.flip_permutation(),
                             assembler=assembler)
     elapsed = time.time() - start

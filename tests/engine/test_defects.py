@@ -211,3 +211,23 @@ def test_command_line_counts_must_be_positive(flag, bad, capsys):
         test_main(["--weights", "missing.pt", flag, bad])
     assert exit_info.value.code == 2
     assert f"argument {flag}: expected a positive integer, got " in capsys.readouterr().err
+
+
+def test_a_test_set_where_no_video_can_be_read_is_an_error_not_nan(tmp_path, capsys, quiet_random_weights, toy_data):
+    """Every listed frame folder is missing: test.py exits 1 with one line naming the list and the first reasons
+    (it used to print top-1 nan and write NaN into results.json)."""
+    from side4video.cli import test_main
+    from side4video.config import load_config
+    from side4video.engine.builders import backbone_from_config, model_from_config
+    from tests.conftest import write_toy_config
+    listed = tmp_path / "gone.txt"
+    listed.write_text("".join(f"val/gone{i} 24 {i}\n" for i in range(3)))
+    config = write_toy_config(tmp_path / "cfg.yaml", toy_data, **{"data.val_list": str(listed)})
+    cfg = load_config(config)
+    weights = tmp_path / "weights.pt"
+    torch.save(model_from_config(cfg, backbone_from_config(cfg)).state_dict(), weights)
+    code = test_main(["--config", str(config), "--weights", str(weights), "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert err[0].startswith(f"error: {listed}: none of the 3 videos could be read (val/gone0: frame folder not found")
+    assert not (tmp_path / "out" / "results.json").exists()

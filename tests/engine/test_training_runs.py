@@ -404,3 +404,15 @@ def test_every_toy_method_config_trains(name, toy_data, tmp_path, quiet_random_w
         assert not frozen, f"{name}: {frozen[:3]} did not train"
     finally:
         cleanup()
+
+
+def test_training_progress_in_a_log_file_is_a_few_lines(toy_data, tmp_path):
+    """train.py with its output not a terminal (a log file, CI): the epoch bar writes its first and last state,
+    not one redraw per step (set_postfix refreshes at every call unless told not to: ~50 kB per toy epoch)."""
+    config = write_toy_config(tmp_path / "cfg.yaml", toy_data, **{
+        "solver.epochs": 1, "data.batch_size": 2, "logging.print_freq": 1, "logging.progress": True})
+    run = _train(config, tmp_path / "run")
+    assert run.returncode == 0, run.stderr
+    assert len(read_jsonl(tmp_path / "run" / "steps.jsonl")) == 16          # 16 steps, a postfix update after each
+    bar = [line for part in run.stderr.splitlines() for line in part.split("\r") if line.startswith("epoch 0")]
+    assert 1 <= len(bar) <= 3, bar
