@@ -300,12 +300,14 @@ def test_in_process_training_keeps_the_backbone_out_of_deepspeed(toy_data, tmp_p
         cleanup()
 
 
-def test_a_plugins_state_survives_kill_and_resume(toy_data, tmp_path):
-    """EMA (validated instead of the model) + mixup: a killed and resumed run gives the same losses, the same EMA
-    weights and the same validation scores as an uninterrupted one."""
-    config = write_toy_config(tmp_path / "cfg.yaml", toy_data, **{
-        "solver.plugins": [{"type": "ema", "decay": 0.9}], "solver.mixup": 0.8, "solver.cutmix": 1.0,
-        "logging.save_freq_steps": 2})
+@pytest.mark.parametrize("plugins", [
+    {"solver.plugins": [{"type": "ema", "decay": 0.9}], "solver.mixup": 0.8, "solver.cutmix": 1.0},
+    {"solver.plugins": [{"type": "svmix", "ema_decay": 0.9}]},
+], ids=["ema+mixup", "svmix"])
+def test_a_plugins_state_survives_kill_and_resume(toy_data, tmp_path, plugins):
+    """EMA (validated instead of the model) + mixup, and SV-Mix (MixBlock part, EMA, its own draws): a killed and
+    resumed run gives the same losses, the same EMA weights and the same validation scores as an uninterrupted one."""
+    config = write_toy_config(tmp_path / "cfg.yaml", toy_data, **plugins, **{"logging.save_freq_steps": 2})
     full = _train(config, tmp_path / "full")
     assert full.returncode == 0, full.stderr
     assert _train(config, tmp_path / "resumed", kill_at=5).returncode != 0
@@ -313,7 +315,9 @@ def test_a_plugins_state_survives_kill_and_resume(toy_data, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert _losses_by_step(tmp_path / "resumed") == _losses_by_step(tmp_path / "full")
     a, b = (load_checkpoint(tmp_path / run / "checkpoints" / "last.pt") for run in ("full", "resumed"))
-    assert a["plugins"]["ema"] == {}, "the validated EMA is written once, as eval_model"
+    assert all(state == {} for state in a["plugins"].values()), "the validated EMA is written once, as eval_model"
+    for name, part in a["plugin_parts"].items():
+        assert all(torch.equal(part[k], b["plugin_parts"][name][k]) for k in part)
     ema_a, ema_b = a["eval_model"], b["eval_model"]
     assert ema_a.keys() == a["model"].keys()
     assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
