@@ -122,3 +122,24 @@ def test_prompts_and_offline_tokenizers():
     tokens = tokenizer_for(str(TINY_CLIP_JSON))(class_prompts("moving right"))
     assert tokens.shape == (6, 77) and tokens[0, 0].item() == 49406  # start-of-text of the CLIP BPE vocabulary
     assert tokenizer_for("ViT-B/16")(["a"]).shape == (1, 77)
+
+
+def test_side_results_on_other_videos_are_flagged(features, tmp_path):
+    """--side_results measured on another video set than the features: the row says so (by the ids of the
+    scores.npz next to results.json, else by the count), instead of a silent comparison."""
+    import numpy as np
+
+    from side4video.tools.feature_baselines import load_video_features, side_network_row
+    val = load_video_features(features["val"])
+    side = tmp_path / "results.json"
+    side.write_text(json.dumps({"top1": 87.5, "top5": 100.0, "num_videos": len(val.video_ids)}))
+    assert side_network_row(side, val)["mismatch"] is None
+    side.write_text(json.dumps({"top1": 87.5, "top5": 100.0, "num_videos": 200}))
+    assert side_network_row(side, val)["mismatch"] == (f"{side} was measured on 200 videos, the features cover "
+                                                       f"{len(val.video_ids)}")
+    ids = list(val.video_ids)
+    np.savez(tmp_path / "scores.npz", video_ids=np.array(ids[:-1] + ["val/elsewhere"]))
+    assert side_network_row(side, val)["mismatch"] == (f"{side} was measured on {len(ids)} videos and the features "
+                                                       f"cover {len(ids)}; 2 videos are in only one of them")
+    np.savez(tmp_path / "scores.npz", video_ids=np.array(ids))
+    assert side_network_row(side, val)["mismatch"] is None      # the ids agree (the count is not consulted)
