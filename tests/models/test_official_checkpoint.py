@@ -299,3 +299,19 @@ def test_test_py_runs_an_official_checkpoint_as_it_is(toy_data, tmp_path):
     assert "53 backbone tensors match the frozen tiny_clip" in log and "optimizer state ignored" in log
     results = json.loads((tmp_path / "test" / "results.json").read_text())
     assert results["num_videos"] == 16 and results["checkpoint"]["epoch"] == 11
+    # the same predictions as the model the official checkpoint was written from (whose logits are the official
+    # forward's: test_official_checkpoint_loads_with_the_official_logits)
+    import numpy as np
+
+    from side4video.config import load_config
+    from side4video.data import ShardedEvalSampler, build_dataset, build_loader, collate_eval
+    from side4video.engine.evaluator import collect_scores
+    cfg = load_config(config)
+    dataset = build_dataset(cfg.data, "test", test_crops=1, test_clips=1, seed=cfg.seed)
+    loader = build_loader(dataset, batch_size=8, sampler=ShardedEvalSampler(len(dataset)), collate_fn=collate_eval)
+    expected = collect_scores(backbone, model.eval(), loader, "cpu", mean=cfg.data.mean, std=cfg.data.std,
+                              progress=False, flip_permutation=dataset.flip_permutation())
+    tested = np.load(tmp_path / "test" / "scores.npz")
+    assert list(tested["video_ids"]) == list(expected.video_ids)
+    np.testing.assert_allclose(tested["scores"], expected.scores, rtol=1e-5, atol=1e-6)
+    assert expected.scores.max(axis=1).mean() > 0.2   # not near-uniform (1/8): the comparison means something
