@@ -311,3 +311,20 @@ def test_config_entry_validates_and_builds():
 def test_toy_config_validates():
     cfg = load_config("configs/toy/toy_svmix.yaml")
     assert [dict(p)["type"] for p in cfg.solver.plugins] == ["svmix"]
+
+
+def test_draws_switch_modes_half_the_time_with_their_beta_distributions(backbone):
+    """Spatial mode with p = 0.5 and λ ~ Beta(1, 1) (variance 1/12); temporal mode λ ~ Beta(0.8, 0.8) (variance
+    0.64 / (2.56 · 2.6) ≈ 0.0962); λ_k ~ Beta(1, 1). 4000 draws: each statistic within ~4 standard errors."""
+    torch.manual_seed(5)
+    plugin, _, _ = make_plugin(backbone)
+    draws = [plugin.draw(4) for _ in range(4000)]
+    spatial = torch.tensor([d["lam"] for d in draws if d["mode"] == SPATIAL])
+    temporal = torch.tensor([d["lam"] for d in draws if d["mode"] == TEMPORAL])
+    lam_k = torch.tensor([d["lam_k"] for d in draws])
+    assert abs(len(spatial) / 4000 - 0.5) < 0.03
+    for values, variance in ((spatial, 1 / 12), (temporal, 0.64 / (2.56 * 2.6)), (lam_k, 1 / 12)):
+        assert abs(values.mean().item() - 0.5) < 0.03
+        assert abs(values.var().item() - variance) < 0.0045, (values.var().item(), variance)
+    assert temporal.var() > spatial.var()        # Beta(0.8, 0.8) puts more mass near 0 and 1 than the uniform
+    assert all(sorted(d["perm"].tolist()) == [0, 1, 2, 3] for d in draws[:10])
