@@ -105,11 +105,16 @@ def write_toy_config(path: Path, data: Path, **overrides) -> Path:
 DISTRIBUTED_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
-def child_env(**extra: str) -> dict:
-    """The environment for a child process: this one without the process-group variables, on the CPU."""
+def child_env(**extra: str | None) -> dict:
+    """The environment for a child process: this one without the process-group variables, on the CPU; ``extra``
+    sets variables (None: removes one, e.g. to see a command's console as a user's shell gives it)."""
     env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_VARS}
     env.update(PYTHONUNBUFFERED="1", DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    env.update(extra)
+    for key, value in extra.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     return env
 
 

@@ -33,8 +33,13 @@ def test_training_writes_outputs_and_never_the_backbone(toy_data, tmp_path):
     weights = toy_data / "tiny_clip.safetensors"
     digest = file_sha256(weights)
     config = write_toy_config(tmp_path / "cfg.yaml", toy_data)
-    result = _train(config, tmp_path / "run")
+    # the console as a user's shell gives it: no accelerator chosen beforehand, Python's own warnings on
+    result = _train(config, tmp_path / "run", env={"DS_ACCELERATOR": None, "PYTHONWARNINGS": None})
     assert result.returncode == 0, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    for noise in ("No CUDA runtime", "shm_comm_op", "Traceback", "Warning"):   # torch/DeepSpeed chatter stays quiet
+        assert noise not in output, noise
+    assert output.count("done: best val top-1") == 1 and f"outputs in {tmp_path / 'run'}" in output
     run = tmp_path / "run"
     for name in ("config.yaml", "train.log", "metrics.jsonl", "steps.jsonl", "summary.json", "curves.png",
                  "val_confusion.csv", "val_confusion.png", "checkpoints/last.pt", "checkpoints/best.pt"):
@@ -171,6 +176,7 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(toy_data, tm
                       "train.py", "--config", str(config), "--output", str(tmp_path / "two")])
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
     assert "2 process(es)" in two.stdout
+    assert (two.stdout + two.stderr).count("done: ") == 1, "the summary line comes from rank 0 only"
     a, b = _losses_by_step(tmp_path / "one"), _losses_by_step(tmp_path / "two")
     assert a.keys() == b.keys() and len(a) == 8
     for step in a:

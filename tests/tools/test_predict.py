@@ -122,3 +122,19 @@ def test_a_checkpoint_of_another_head_is_one_line(workspace, tmp_path, capsys):
     assert main([target, "--config", str(workspace.config), "--weights", str(other)]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {other} holds a 'frame_avg' model, but the config asks for network.head: side4video\n"
+
+
+def test_predict_leaves_the_callers_files_alone(workspace, tmp_path, capsys):
+    """predict passes its records along in memory: the config is not edited and no list file is written next to
+    it, into the working directory or into the data folder."""
+    import os
+    config = tmp_path / "mine.yaml"
+    shutil.copy(workspace.config, config)
+    before = config.read_bytes()
+    watched = [tmp_path, os.getcwd(), workspace.toy["frames_root"]]
+    listing = {str(d): sorted(os.listdir(d)) for d in watched}
+    target = f"{workspace.toy['frames_root']}/val/00001"
+    assert main([target, "--config", str(config), "--weights", str(workspace.checkpoint), "--json"]) == 0
+    capsys.readouterr()
+    assert config.read_bytes() == before
+    assert {str(d): sorted(os.listdir(d)) for d in watched} == listing
