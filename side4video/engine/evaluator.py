@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -75,15 +75,38 @@ def collect_scores(backbone: FrozenEncoder, model: nn.Module, loader: Iterable, 
     ``flip_permutation`` (``dataset.flip_permutation()``) maps the logits of horizontally flipped views back to
     the unflipped classes (moving left ↔ right) before views are averaged.
     """
-    from ..data import normalize_frames
+    def forward(frames: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return {"model": forward_views(backbone, model, frames, max_views_per_forward=max_views_per_forward,
+                                       assembler=assembler, mask=mask)}
+
     was_training = model.training
     model.eval()
-    local: dict[str, list] = {"scores": [], "labels": [], "indices": [], "ids": [], "bad": []}
+    try:
+        return score_views(loader, device, forward, ["model"], mean=mean, std=std, average=average,
+                           precision=precision, progress=progress, desc=desc,
+                           flip_permutation=flip_permutation)["model"]
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def score_views(loader: Iterable, device: torch.device,
+                forward: Callable[[torch.Tensor, torch.Tensor | None], dict[str, torch.Tensor]], names: Sequence[str],
+                *, mean: Sequence[float], std: Sequence[float], average: str = "prob", precision: str = "fp32",
+                progress: bool = True, desc: str = "eval", flip_permutation: torch.Tensor | None = None,
+                progress_interval: float | None = None) -> dict[str, ScoreSet]:
+    """The loop of every multi-view evaluation, for one or several models (``names``): per batch, the readable
+    videos' normalised views ``[B, V, T, 3, H, W]`` (and their padding mask, if any) go to ``forward``, which
+    returns ``[B, V, C]`` logits per name; flipped views are mapped back, views averaged, unreadable videos
+    listed; the results are gathered over processes and sorted by dataset index."""
+    from ..data import normalize_frames
+    local: dict[str, list] = {"labels": [], "indices": [], "ids": [], "bad": []}
+    local.update({f"scores/{name}": [] for name in names})
     num_views = 0
     iterator = loader
     if progress:
         from .logging_utils import progress_bar
-        iterator = progress_bar(iterable=loader, desc=desc, leave=False)
+        iterator = progress_bar(iterable=loader, desc=desc, leave=False, interval=progress_interval)
     with autocast_context(device, precision):
         for batch in iterator:
             valid = batch["valid"].bool()
@@ -100,25 +123,30 @@ def collect_scores(backbone: FrozenEncoder, model: nn.Module, loader: Iterable, 
             mask = batch.get("mask")
             if mask is not None:
                 mask = mask[valid].to(device, non_blocking=True)
-            logits = forward_views(backbone, model, frames, max_views_per_forward=max_views_per_forward,
-                                   assembler=assembler, mask=mask)
-            if flip_permutation is not None and batch["flipped"].any():
-                flipped = batch["flipped"][valid].to(logits.device)
-                logits[flipped] = logits[flipped][:, flip_permutation.to(logits.device)]
-            local["scores"].append(aggregate_views(logits, average).cpu().numpy())
+            flipped = batch["flipped"][valid] if flip_permutation is not None and batch["flipped"].any() else None
+            for name, logits in forward(frames, mask).items():
+                logits = logits.float()
+                if flipped is not None:
+                    where = flipped.to(logits.device)
+                    logits[where] = logits[where][:, flip_permutation.to(logits.device)]
+                local[f"scores/{name}"].append(aggregate_views(logits, average).cpu().numpy())
             local["labels"].extend(batch["label"][valid].tolist())
             local["indices"].extend(i for i, ok in zip(indices, valid.tolist()) if ok)
             local["ids"].extend(vid for vid, ok in zip(batch["video_id"], valid.tolist()) if ok)
-    model.train(was_training)
     gathered = all_gather_objects(local | {"views": num_views})
     merged = {key: [item for part in gathered for item in part[key]] for key in local}
     indices = np.array(merged["indices"], dtype=np.int64)
     order = np.argsort(indices, kind="stable")
     if len(np.unique(indices)) != len(indices):
         raise RuntimeError("a video was scored twice: the evaluation sampler must not pad")
-    num_classes = merged["scores"][0].shape[1] if merged["scores"] else 0
-    all_scores = np.concatenate(merged["scores"]) if merged["scores"] else np.zeros((0, num_classes), np.float32)
-    return ScoreSet(scores=all_scores[order], labels=np.array(merged["labels"], dtype=np.int64)[order],
-                    indices=indices[order], video_ids=[merged["ids"][i] for i in order],
-                    unreadable=sorted(merged["bad"], key=lambda b: b["index"]),
-                    num_views=max(part["views"] for part in gathered))
+    labels = np.array(merged["labels"], dtype=np.int64)[order]
+    video_ids = [merged["ids"][i] for i in order]
+    unreadable = sorted(merged["bad"], key=lambda b: b["index"])
+    views = max(part["views"] for part in gathered)
+    out = {}
+    for name in names:
+        parts = merged[f"scores/{name}"]
+        scores = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+        out[name] = ScoreSet(scores=scores[order], labels=labels, indices=indices[order], video_ids=video_ids,
+                             unreadable=unreadable, num_views=views)
+    return out

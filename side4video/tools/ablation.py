@@ -681,67 +681,37 @@ class Ablation:
 def shared_scores(backbone, models: Mapping[str, nn.Module], loader, device: torch.device, *, cfg,
                   flip_permutation: torch.Tensor | None = None, progress: bool = False, desc: str = "eval",
                   max_views_per_forward: int = MAX_VIEWS_PER_FORWARD, counter=None) -> dict:
-    """``engine.evaluator.collect_scores`` for several models at once: per batch the views are flattened, split into
-    chunks of ``max_views_per_forward`` clips (as test.py does), and each chunk is tapped ONCE for the union of the
-    models' layers; every model scores it; softmax per view, then mean over views. Returns name → ScoreSet."""
-    from ..data import normalize_frames
-    from ..engine.evaluator import ScoreSet, aggregate_views, autocast_context
+    """``engine.evaluator.collect_scores`` for several models at once (the same loop: ``score_views``): per batch
+    the views are flattened, split into chunks of ``max_views_per_forward`` clips (as test.py does), and each chunk
+    is tapped ONCE for the union of the models' layers; every model scores it. Returns name → ScoreSet."""
+    from ..engine.evaluator import score_views
+    layers = sorted({layer for m in models.values() for layer in m.backbone_layers})
+    embedding = any(bool(m.needs_embedding) for m in models.values())
+
+    def forward(frames: torch.Tensor, mask) -> dict[str, torch.Tensor]:
+        b, v = frames.shape[:2]
+        clips = frames.flatten(0, 1)
+        chunks: dict[str, list[torch.Tensor]] = {name: [] for name in models}
+        for start in range(0, clips.shape[0], max_views_per_forward):
+            part = clips[start:start + max_views_per_forward]
+            taps = backbone.tap(part, layers=layers, embedding=embedding)
+            if counter is not None:
+                counter.eval_backbone_passes += 1
+            for name, model in models.items():
+                inputs = select_inputs(taps, part, model.backbone_layers, bool(model.needs_embedding))
+                chunks[name].append(model(inputs))
+        return {name: torch.cat(chunks[name]).reshape(b, v, -1) for name in models}
+
     was_training = {name: m.training for name, m in models.items()}
     for model in models.values():
         model.eval()
-    layers = sorted({layer for m in models.values() for layer in m.backbone_layers})
-    embedding = any(bool(m.needs_embedding) for m in models.values())
-    local = {name: [] for name in models}
-    labels, indices, ids, bad = [], [], [], []
-    num_views = 0
-    iterator = loader
-    if progress:
-        from ..engine.logging_utils import progress_bar
-        iterator = progress_bar(iterable=loader, desc=desc, leave=False,
-                                interval=float(cfg.logging.progress_interval))
-    with autocast_context(device, cfg.solver.precision):
-        for batch in iterator:
-            valid = batch["valid"].bool()
-            batch_indices = batch["index"].tolist()
-            for i in (~valid).nonzero().flatten().tolist():
-                reasons = [reason for _, reason in batch["sample_errors"][i]]
-                bad.append({"video_id": batch["video_id"][i], "index": batch_indices[i],
-                            "reason": "; ".join(reasons) or "unreadable"})
-            if not valid.any():
-                continue
-            frames = normalize_frames(batch["frames"][valid].to(device, non_blocking=True), cfg.data.mean,
-                                      cfg.data.std)
-            b, v = frames.shape[:2]
-            num_views = v
-            clips = frames.flatten(0, 1)
-            chunks: dict[str, list[torch.Tensor]] = {name: [] for name in models}
-            for start in range(0, clips.shape[0], max_views_per_forward):
-                part = clips[start:start + max_views_per_forward]
-                taps = backbone.tap(part, layers=layers, embedding=embedding)
-                if counter is not None:
-                    counter.eval_backbone_passes += 1
-                for name, model in models.items():
-                    inputs = select_inputs(taps, part, model.backbone_layers, bool(model.needs_embedding))
-                    chunks[name].append(model(inputs))
-            for name in models:
-                logits = torch.cat(chunks[name]).float().reshape(b, v, -1)
-                if flip_permutation is not None and batch["flipped"].any():
-                    flipped = batch["flipped"][valid].to(logits.device)
-                    logits[flipped] = logits[flipped][:, flip_permutation.to(logits.device)]
-                local[name].append(aggregate_views(logits, "prob").cpu().numpy())
-            labels.extend(batch["label"][valid].tolist())
-            indices.extend(i for i, ok in zip(batch_indices, valid.tolist()) if ok)
-            ids.extend(vid for vid, ok in zip(batch["video_id"], valid.tolist()) if ok)
-    for name, model in models.items():
-        model.train(was_training[name])
-    order = np.argsort(np.array(indices, dtype=np.int64), kind="stable")
-    out = {}
-    for name in models:
-        scores = np.concatenate(local[name]) if local[name] else np.zeros((0, int(cfg.data.num_classes)), np.float32)
-        out[name] = ScoreSet(scores=scores[order], labels=np.array(labels, dtype=np.int64)[order],
-                             indices=np.array(indices, dtype=np.int64)[order], video_ids=[ids[i] for i in order],
-                             num_views=num_views, unreadable=sorted(bad, key=lambda x: x["index"]))
-    return out
+    try:
+        return score_views(loader, device, forward, list(models), mean=cfg.data.mean, std=cfg.data.std,
+                           precision=cfg.solver.precision, progress=progress, desc=desc,
+                           flip_permutation=flip_permutation, progress_interval=float(cfg.logging.progress_interval))
+    finally:
+        for name, model in models.items():
+            model.train(was_training[name])
 
 
 # -- checkpoints ---------------------------------------------------------------------------------------------------
