@@ -279,8 +279,9 @@ def test_the_conversion_tool_writes_a_checkpoint_that_loads_without_conversion(t
 
 
 @pytest.mark.slow
-def test_test_py_runs_an_official_checkpoint_as_it_is(toy_data, tmp_path):
-    """test.py --weights on the file the official trainer wrote (module.-prefixed), no conversion step."""
+def test_test_py_runs_an_official_checkpoint_as_it_is(toy_data, tmp_path, capsys):
+    """test.py --weights, tools.predict --weights and pretrain: on the file the official trainer wrote
+    (module.-prefixed), no conversion step."""
     import json
     from tests.conftest import run_script, write_toy_config
     config = write_toy_config(tmp_path / "cfg.yaml", toy_data, **{"network.side_dim": SIDE_DIM})
@@ -315,3 +316,24 @@ def test_test_py_runs_an_official_checkpoint_as_it_is(toy_data, tmp_path):
     assert list(tested["video_ids"]) == list(expected.video_ids)
     np.testing.assert_allclose(tested["scores"], expected.scores, rtol=1e-5, atol=1e-6)
     assert expected.scores.max(axis=1).mean() > 0.2   # not near-uniform (1/8): the comparison means something
+
+    # tools.predict --weights takes the same file as it is, and gives that video's test.py scores
+    from side4video.tools.predict import main as predict_main
+    video = expected.video_ids[0]
+    assert predict_main([str(toy_data / "frames" / video), "--config", str(config), "--weights", str(official_path),
+                         "--json", "--topk", "8", "--test_crops", "1", "--test_clips", "1"]) == 0
+    predicted = np.zeros(8)
+    for row in json.loads(capsys.readouterr().out)[0]["predictions"]:
+        predicted[row["class_id"]] = row["prob"]
+    np.testing.assert_allclose(predicted, expected.scores[0], rtol=1e-5, atol=1e-6)
+
+    # pretrain: the official file starts a fine-tuning run (its side weights, not a fresh init, are the start)
+    tuned = run_script(["train.py", "--config", str(config), "--output", str(tmp_path / "tune"), "--opts",
+                        f"pretrain={official_path}", "solver.epochs=1", "solver.lr=1e-12", "solver.lr_warmup_step=0"])
+    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    assert f"loaded trainable weights from {official_path}" in (tmp_path / "tune" / "train.log").read_text()
+    start = load_checkpoint(tmp_path / "tune" / "checkpoints" / "last.pt")["model"]
+    reference = model.state_dict()
+    # lr ~0: the weights are still the official ones (BatchNorm statistics move in training, so compare weights)
+    for key in ("fc.weight", "blocks.0.attn.qkv.weight", "stem.conv.weight"):
+        torch.testing.assert_close(start[key], reference[key], rtol=1e-4, atol=1e-5, msg=key)
