@@ -244,8 +244,8 @@ def generate_toy_sparse_dataset(out_dir: str, *, seed: int = 0, train_per_class:
                                 formats: Sequence[str] = ("frames",), workers: int | None = None) -> dict:
     """Write the sparse toy dataset to ``out_dir`` (skipped if already complete with these arguments).
 
-    Returns ``root``, ``frames_root``, ``train_frames_list``, ``val_frames_list`` (+ the video paths with the
-    ``videos`` format), ``label_list``, ``image_tmpl``, ``num_classes``, ``class_names``, ``flip_pairs``,
+    Returns ``root``, ``frames_root``, ``train_frames_list``, ``val_frames_list`` (with the ``frames`` format),
+    the video paths (with the ``videos`` format), ``frame_types``, ``label_list``, ``image_tmpl``, ``num_classes``, ``class_names``, ``flip_pairs``,
     ``stats`` (:func:`schedule_stats` over both splits) and ``generated`` (False when skipped).
     """
     formats = tuple(sorted(set(formats)))
@@ -260,10 +260,12 @@ def generate_toy_sparse_dataset(out_dir: str, *, seed: int = 0, train_per_class:
                 min_frames=min_frames, max_frames=max_frames, height=height, width=width, formats=list(formats))
     paths = dict(root=out_dir, label_list=os.path.join(out_dir, "labels.csv"), image_tmpl=IMAGE_TMPL,
                  num_classes=len(CLASS_NAMES), class_names=list(CLASS_NAMES),
-                 flip_pairs=[list(pair) for pair in FLIP_PAIRS], frames_root=os.path.join(out_dir, "frames"),
-                 train_frames_list=os.path.join(out_dir, "train_frames.txt"),
-                 val_frames_list=os.path.join(out_dir, "val_frames.txt"),
-                 frame_types=os.path.join(out_dir, "frame_types"))
+                 flip_pairs=[list(pair) for pair in FLIP_PAIRS], frame_types=os.path.join(out_dir, "frame_types"))
+    # the lists of the formats written only (a frame list names folders that exist)
+    if "frames" in formats:
+        paths.update(frames_root=os.path.join(out_dir, "frames"),
+                     train_frames_list=os.path.join(out_dir, "train_frames.txt"),
+                     val_frames_list=os.path.join(out_dir, "val_frames.txt"))
     if "videos" in formats:
         paths.update(videos_root=os.path.join(out_dir, "videos"),
                      train_videos_list=os.path.join(out_dir, "train_videos.txt"),

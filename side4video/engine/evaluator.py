@@ -94,11 +94,12 @@ def score_views(loader: Iterable, device: torch.device,
                 forward: Callable[[torch.Tensor, torch.Tensor | None], dict[str, torch.Tensor]], names: Sequence[str],
                 *, mean: Sequence[float], std: Sequence[float], average: str = "prob", precision: str = "fp32",
                 progress: bool = True, desc: str = "eval", flip_permutation: torch.Tensor | None = None,
-                progress_interval: float | None = None) -> dict[str, ScoreSet]:
+                progress_interval: float | None = None, num_classes: int = 0) -> dict[str, ScoreSet]:
     """The loop of every multi-view evaluation, for one or several models (``names``): per batch, the readable
     videos' normalised views ``[B, V, T, 3, H, W]`` (and their padding mask, if any) go to ``forward``, which
     returns ``[B, V, C]`` logits per name; flipped views are mapped back, views averaged, unreadable videos
-    listed; the results are gathered over processes and sorted by dataset index."""
+    listed; the results are gathered over processes and sorted by dataset index. ``num_classes``: the width of
+    the (empty) scores when no video could be read."""
     from ..data import normalize_frames
     local: dict[str, list] = {"labels": [], "indices": [], "ids": [], "bad": []}
     local.update({f"scores/{name}": [] for name in names})
@@ -146,7 +147,7 @@ def score_views(loader: Iterable, device: torch.device,
     out = {}
     for name in names:
         parts = merged[f"scores/{name}"]
-        scores = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+        scores = np.concatenate(parts) if parts else np.zeros((0, num_classes), np.float32)
         out[name] = ScoreSet(scores=scores[order], labels=labels, indices=indices[order], video_ids=video_ids,
                              unreadable=unreadable, num_views=views)
     return out

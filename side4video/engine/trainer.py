@@ -267,7 +267,12 @@ class Trainer:
                                   f"resume it with the same number (now {self.dist.world_size})")
         check_fits(self.model, state["model"], state, path, self.cfg)
         restore_weights(state, self.model, self.validation_model(), self.engine.module.parts, self.plugins)
-        load_optimizer_state(self.engine, state["optimizer"], min(self.dist.rank, len(state["optimizer"]) - 1))
+        try:
+            load_optimizer_state(self.engine, state["optimizer"], min(self.dist.rank, len(state["optimizer"]) - 1))
+        except ValueError as exc:   # e.g. "loaded state dict has a different number of parameter groups"
+            raise CheckpointError(f"{path}: its optimizer state does not fit this run's parameter groups ({exc}); it "
+                                  "was written with other plugins or solver.lr_mult, or by an older version. Start "
+                                  "from its weights with pretrain: instead of resuming") from None
         self.engine.lr_scheduler.load_state_dict(state["scheduler"])
         self._apply_schedule_changes(state)
         counters = state.get("engine_counters")

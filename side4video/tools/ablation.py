@@ -106,7 +106,8 @@ ABLATION_SCHEMA = {
     "base": Key(None, "the training config every variant starts from (required)", Optional(PathType())),
     "output": Key(None, "the default of --out", Optional(PathType())),
     "report": Key(None, "also write the report there", Optional(PathType())),
-    "reference": Key(None, "step times are divided by this variant's (default: the first)", Optional(Str(True))),
+    # (Str, not Optional: a variant may be named "none")
+    "reference": Key(None, "step times are divided by this variant's (default: the first)", Str(True)),
     "budget": {
         "epochs": Key(None, "solver.epochs of every variant (default: the base's)", Optional(Int(min=1))),
         "val_every": Key(0, "1-view validation every N epochs (0: only the final test)", Int(min=0)),
@@ -115,7 +116,8 @@ ABLATION_SCHEMA = {
     },
     "timing": {
         "warmup_batches": Key(2, "first batches left out of the time medians", Int(min=0)),
-        "check": Key([], "variants trained again, side by side and then each alone", ListOf(Str(True))),
+        "check": Key([], "variants trained again, side by side and then each alone",
+                     Optional(ListOf(Str(True)))),
         "check_epochs": Key(1, "epochs of that real measurement", Int(min=1)),
     },
     "variants": Key(None, "the variants (checked one by one with VARIANT_SCHEMA)", Raw()),
@@ -219,7 +221,7 @@ def load_ablation(path: str | Path, opts: Sequence[str] | None = None,
     base_cfg = load_config(base_path, base_opts)
     budget, timing = raw["budget"], raw["timing"]
     epochs = budget["epochs"] or int(base_cfg.solver.epochs)
-    check = timing["check"]
+    check = timing["check"] or []
 
     entries = raw["variants"]
     if not isinstance(entries, list) or not entries:
@@ -708,7 +710,8 @@ def shared_scores(backbone, models: Mapping[str, nn.Module], loader, device: tor
     try:
         return score_views(loader, device, forward, list(models), mean=cfg.data.mean, std=cfg.data.std,
                            precision=cfg.solver.precision, progress=progress, desc=desc,
-                           flip_permutation=flip_permutation, progress_interval=float(cfg.logging.progress_interval))
+                           flip_permutation=flip_permutation, progress_interval=float(cfg.logging.progress_interval),
+                           num_classes=int(cfg.data.num_classes))
     finally:
         for name, model in models.items():
             model.train(was_training[name])

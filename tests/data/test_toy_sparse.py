@@ -132,3 +132,13 @@ def test_single_frames_do_not_give_the_class_away(rendered):
             move = (path[b] - path[a] + np.array([40, 32])) % np.array([80, 64]) - np.array([40, 32])
             axis = 0 if label < 2 else 1
             assert np.sign(move[axis]) == (-1 if label % 2 == 0 else 1) and abs(move[1 - axis]) < 1e-9
+
+
+def test_only_the_lists_of_the_written_formats_are_returned(tmp_path):
+    """A videos-only dataset names no frame lists (they would point at folders that were not written)."""
+    info = generate_toy_sparse_dataset(str(tmp_path / "videos"), seed=3, **{**SMALL, "formats": ("videos",)})
+    assert "train_frames_list" not in info and "frames_root" not in info
+    lists = [info[k] for k in ("train_videos_list", "val_videos_list", "label_list")]
+    assert all(os.path.isfile(path) for path in lists) and not (tmp_path / "videos" / "frames").exists()
+    first = open(info["val_videos_list"]).readline().split()
+    assert first[0] == "val/00001.mp4" and int(first[1]) in range(len(CLASS_NAMES))

@@ -121,3 +121,18 @@ def test_test_py_evaluates_the_weights_validation_scored():
     assert trainable_state_dict(checkpoint)["fc.weight"].sum() == 4
     assert trainable_state_dict(checkpoint, validated=False)["fc.weight"].sum() == 0
     assert trainable_state_dict({"model": online})["fc.weight"].sum() == 0
+
+
+def test_two_plugins_that_each_provide_the_validated_model_are_refused_at_set_up():
+    """The checkpoint keeps the validated weights once (eval_model): which plugin's they are must be unambiguous."""
+    from side4video.engine.plugins import set_up_plugins, validation_model
+    from side4video.errors import ConfigError
+    model = torch.nn.Linear(3, 4)
+    first, second = EmaPlugin(decay=0.9), EmaPlugin(decay=0.5)
+    second.name = "ema_slow"
+    with pytest.raises(ConfigError, match="ema and ema_slow each provide the model to validate; keep one"):
+        set_up_plugins([first, second], _context(model))
+    quiet = EmaPlugin(decay=0.5, validate=False)
+    quiet.name = "ema_quiet"
+    trainable, _ = set_up_plugins([EmaPlugin(decay=0.9), quiet], _context(model))
+    assert validation_model(model, [quiet]) is model

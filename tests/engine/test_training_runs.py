@@ -426,3 +426,14 @@ def test_training_progress_in_a_log_file_is_a_few_lines(toy_data, tmp_path):
     assert len(read_jsonl(tmp_path / "run" / "steps.jsonl")) == 16          # 16 steps, a postfix update after each
     bar = [line for part in run.stderr.splitlines() for line in part.split("\r") if line.startswith("epoch 0")]
     assert 1 <= len(bar) <= 3, bar
+
+
+def test_resuming_with_other_parameter_groups_is_one_line(toy_data, tmp_path):
+    """A checkpoint whose optimizer has other parameter groups than the run (here: solver.lr_mult added) stops the
+    resume with one line that says why and what to do, not PyTorch's traceback."""
+    config = write_toy_config(tmp_path / "cfg.yaml", toy_data, **{"solver.epochs": 1})
+    assert _train(config, tmp_path / "run").returncode == 0
+    again = _train(config, tmp_path / "run", "--opts", "solver.epochs=2", "solver.lr_mult={fc: 10}")
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+    last = again.stderr.strip().splitlines()[-1]
+    assert "its optimizer state does not fit this run's parameter groups" in last and "pretrain:" in last

@@ -210,6 +210,14 @@ def test_config_errors_are_one_line(base_config, tmp_path, variants, top, expect
     assert re.search(expected, message), message
 
 
+def test_optional_sections_may_be_empty_and_a_variant_may_be_called_none(base_config, tmp_path):
+    from side4video.tools.ablation import load_ablation
+    config = write_ablation(tmp_path / "ablation.yaml", base_config, [{"name": "conv"}, {"name": "none"}],
+                            timing={"check": None}, budget=None, reference="none")
+    spec = load_ablation(config)
+    assert spec.check == [] and spec.reference == "none" and spec.test_crops == 3 and spec.test_clips == 2
+
+
 def test_variant_config_file_network_section_is_used(base_config, tmp_path):
     from side4video.tools.ablation import describe_modules, load_ablation
     config = write_ablation(tmp_path / "ablation.yaml", base_config, [

@@ -97,17 +97,21 @@ def set_up_plugins(plugins: list[TrainPlugin], ctx: PluginContext,
     multipliers = dict(lr_mult or {})
     multipliers.update({f"parts.{plugin.name}": plugin.lr_mult for plugin in plugins if plugin.name in parts})
     decays = {plugin.name: plugin.weight_decay for plugin in plugins if plugin.name in parts}
+    validation_model(ctx.model, plugins)          # two validated models are refused now, not after an epoch
     return TrainableParts(ctx.model, parts, decays), multipliers
 
 
 def validation_model(model: nn.Module, plugins: list[TrainPlugin]) -> nn.Module:
-    """The model validated: the last plugin's that provides one (e.g. the EMA copy), else ``model`` itself."""
-    chosen = model
-    for plugin in plugins:
-        candidate = plugin.eval_model(model)
-        if candidate is not None:
-            chosen = candidate
-    return chosen
+    """The model validated: the one plugin's that provides one (e.g. the EMA copy), else ``model`` itself. Two
+    providers are refused: checkpoints keep the validated weights once, as ``eval_model``, so which one it is must
+    be unambiguous."""
+    providers = [(plugin.name, candidate) for plugin in plugins
+                 if (candidate := plugin.eval_model(model)) is not None]
+    if len(providers) > 1:
+        from ...errors import ConfigError
+        raise ConfigError(f"solver.plugins: {' and '.join(name for name, _ in providers)} each provide the model to "
+                          "validate; keep one (e.g. ema with validate: false)")
+    return providers[0][1] if providers else model
 
 
 def classification_loss(logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
