@@ -154,19 +154,25 @@ def parse_overrides(opts: Iterable[str] | None) -> dict[str, Any]:
     return out
 
 
-def _read_yaml(path: Path) -> Mapping[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+def read_yaml_mapping(path: Path, top_level: str = "a mapping") -> Mapping[str, Any]:
+    """A YAML file whose top level is a mapping (an empty file: ``{}``); a syntax error is a one-line ConfigError
+    naming ``file:line``, another top level one saying it must be ``top_level``."""
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
     if not isinstance(loaded, Mapping):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections (data, network, solver, ...)")
+        raise ConfigError(f"{path}: the top level must be {top_level}")
     return loaded
+
+
+def _read_yaml(path: Path) -> Mapping[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    return read_yaml_mapping(path, "a mapping of sections (data, network, solver, ...)")
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] | Mapping[str, Any] | None = None,

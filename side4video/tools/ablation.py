@@ -87,18 +87,15 @@ import torch
 from torch import nn
 
 from ..cli import run_command
+from ..config.loader import read_yaml_mapping
 from ..config.schema import Key
 from ..config.types import Choice, Int, ListOf, MappingOf, Optional, Raw, Str
 from ..config.types import Path as PathType
+from ..data.transforms import TEST_CROP_CHOICES
 from ..engine.memory import SavedTensorMeter
 from ..errors import ConfigError, TrainingError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-def _test_crop_choices() -> tuple[int, ...]:
-    from ..data.transforms import TEST_CROP_CHOICES
-    return tuple(TEST_CROP_CHOICES)
 
 
 # The ablation file's own schema (checked by the config package's check_mapping: types, defaults, closest-name hints)
@@ -111,7 +108,7 @@ ABLATION_SCHEMA = {
     "budget": {
         "epochs": Key(None, "solver.epochs of every variant (default: the base's)", Optional(Int(min=1))),
         "val_every": Key(0, "1-view validation every N epochs (0: only the final test)", Int(min=0)),
-        "test_crops": Key(3, "final test: spatial crops per clip", Choice(_test_crop_choices)),
+        "test_crops": Key(3, "final test: spatial crops per clip", Choice(TEST_CROP_CHOICES)),
         "test_clips": Key(2, "final test: temporal clips per video", Int(min=1)),
     },
     "timing": {
@@ -186,20 +183,6 @@ def _resolve_path(value: Any, relative_to: Path, where: str, must_exist: bool = 
     raise ConfigError(f"{where}: file not found: {value} (looked in the working directory and in {relative_to})")
 
 
-def _read_mapping(path: Path) -> Mapping[str, Any]:
-    import yaml
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or str(exc).splitlines()[0]}") \
-            from None
-    if not isinstance(loaded, Mapping):
-        raise ConfigError(f"{path}: the top level must be a mapping")
-    return loaded
-
-
 def load_ablation(path: str | Path, opts: Sequence[str] | None = None,
                   only: Sequence[str] | None = None) -> AblationSpec:
     """Read and check an ablation YAML; every variant's config is loaded and validated with ``load_config``.
@@ -212,7 +195,7 @@ def load_ablation(path: str | Path, opts: Sequence[str] | None = None,
     if not path.is_file():
         raise ConfigError(f"ablation config not found: {path}")
     where = str(path)
-    raw = check_mapping(_read_mapping(path), ABLATION_SCHEMA, where)
+    raw = check_mapping(read_yaml_mapping(path), ABLATION_SCHEMA, where)
     if raw["base"] is None:
         raise ConfigError(f"{where}: 'base' (a training config, e.g. configs/toy/toy_side4video.yaml) is required")
     here = path.parent
@@ -242,7 +225,7 @@ def load_ablation(path: str | Path, opts: Sequence[str] | None = None,
         source = None
         if entry["config"] is not None:
             variant_path = _resolve_path(entry["config"], here, f"{spot}: config")
-            network = _read_mapping(variant_path).get("network")
+            network = read_yaml_mapping(variant_path).get("network")
             if not isinstance(network, Mapping) or not network:
                 raise ConfigError(f"{variant_path}: has no network section (a mapping) to use for variant '{name}'")
             # its network section, the backbone excepted: the base's backbone serves every variant
