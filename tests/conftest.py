@@ -83,13 +83,18 @@ def toy_data(tmp_path_factory) -> Path:
     return root
 
 
+def toy_data_paths(data: Path) -> dict[str, str]:
+    """The data section's paths for the toy dataset at ``data`` (frame folders and lists)."""
+    return dict(train_root=str(data / "frames"), val_root=str(data / "frames"),
+                train_list=str(data / "train_frames.txt"), val_list=str(data / "val_frames.txt"),
+                label_list=str(data / "labels.csv"))
+
+
 def write_toy_config(path: Path, data: Path, **overrides) -> Path:
     """configs/toy/toy_side4video.yaml pointed at ``data``, small and fast, with dotted-key ``overrides``."""
     import yaml
     cfg = yaml.safe_load((REPO / "configs/toy/toy_side4video.yaml").read_text())
-    cfg["data"].update(train_root=str(data / "frames"), val_root=str(data / "frames"),
-                       train_list=str(data / "train_frames.txt"), val_list=str(data / "val_frames.txt"),
-                       label_list=str(data / "labels.csv"), workers=0, batch_size=8)
+    cfg["data"].update(toy_data_paths(data), workers=0, batch_size=8)
     cfg["network"].update(pretrained=str(data / "tiny_clip.safetensors"), side_dim=32)
     cfg["solver"].update(epochs=2, lr_warmup_step=0.5)
     cfg["logging"].update(progress=False, tensorboard=False)

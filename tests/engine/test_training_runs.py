@@ -379,12 +379,10 @@ def test_every_toy_method_config_trains(name, toy_data, tmp_path, quiet_random_w
     from side4video.config import load_config
     from side4video.engine.distributed import cleanup
     from side4video.engine.trainer import Trainer
-    from tests.conftest import REPO
+    from tests.conftest import REPO, toy_data_paths
     cfg = load_config(REPO / "configs" / "toy" / f"{name}.yaml", {
-        "data.train_root": str(toy_data / "frames"), "data.val_root": str(toy_data / "frames"),
-        "data.train_list": str(toy_data / "train_frames.txt"), "data.val_list": str(toy_data / "val_frames.txt"),
-        "data.label_list": str(toy_data / "labels.csv"), "data.num_classes": 8, "data.flip_pairs": [[0, 1], [4, 5]],
-        "data.workers": 0, "data.batch_size": 8, "network.pretrained": str(toy_data / "tiny_clip.safetensors"),
+        **{f"data.{key}": value for key, value in toy_data_paths(toy_data).items()},
+        "data.num_classes": 8, "data.flip_pairs": [[0, 1], [4, 5]], "data.workers": 0, "data.batch_size": 8, "network.pretrained": str(toy_data / "tiny_clip.safetensors"),
         "solver.epochs": 1, "logging.progress": False, "logging.tensorboard": False})
     from side4video.engine.plugins import TrainPlugin
 
