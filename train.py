@@ -1,8 +1,9 @@
 #!/usr/bin/env python
-"""Train on a frozen CLIP/EVA backbone: ``python train.py --config CFG.yaml [--output DIR] [--opts key=value ...]``."""
+"""Train on a frozen CLIP/EVA backbone: ``python train.py --config CFG.yaml [--output DIR] [--opts key=value ...]``
+(the same as ``side4video train``)."""
 import sys
 
-from side4video.cli import train_main
+from side4video.tools.train import main
 
 if __name__ == "__main__":
-    sys.exit(train_main())
+    sys.exit(main())

@@ -16,6 +16,8 @@ from .frozen import BackboneInfo, FrozenEncoder, drop_text_tower
 from .names import ArchSpec, resolve_arch
 from .weights import (WeightFile, default_pretrained_dir, file_sha256, find_conventional_file, load_exact,
                       read_weight_file)
+import timm
+from open_clip.model import CLIP, CustomTextCLIP
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ def create_backbone(arch: str | Path, pretrained: str | Path | bool | None = Non
     spec = resolve_arch(arch)
     weight_file = _resolve_weights(spec, pretrained, pretrained_dir)
     use_quick_gelu = _decide_quick_gelu(spec, weight_file, quick_gelu)
-    model = build_open_clip_model(spec.model_cfg, quick_gelu=use_quick_gelu)
+    model = create_open_clip_model(spec.model_cfg, quick_gelu=use_quick_gelu)
     if weight_file is not None:
         state = weight_file.state_dict
         if not keep_text_tower:
@@ -62,7 +64,7 @@ def describe_backbone(arch: str | Path) -> BackboneInfo:
     """Shapes of a backbone (width, layers, patch, image size) without weights or memory (meta device)."""
     spec = resolve_arch(arch)
     with torch.device("meta"):
-        model = build_open_clip_model(spec.model_cfg)
+        model = create_open_clip_model(spec.model_cfg)
     return _describe(spec, model, None, False)
 
 
@@ -118,7 +120,6 @@ def _extra_timm_kwargs(extra: dict[str, Any]) -> Iterator[None]:
     if not extra:
         yield
         return
-    import timm
     original = timm.create_model
 
     def create_model(name: str, **kwargs: Any):
@@ -131,13 +132,12 @@ def _extra_timm_kwargs(extra: dict[str, Any]) -> Iterator[None]:
         timm.create_model = original
 
 
-def build_open_clip_model(model_cfg: dict[str, Any], quick_gelu: bool = False) -> nn.Module:
+def create_open_clip_model(model_cfg: dict[str, Any], quick_gelu: bool = False) -> nn.Module:
     """Instantiate an open_clip CLIP / CustomTextCLIP from a config dict (random weights).
 
     Besides open_clip's own fields, ``vision_cfg.timm_model_kwargs`` passes constructor arguments to a timm
     trunk (how tests and the demo make tiny EVA towers).
     """
-    from open_clip.model import CLIP, CustomTextCLIP
     cfg = copy.deepcopy(model_cfg)
     custom_text = cfg.pop("custom_text", False)
     cfg.pop("quick_gelu", None)

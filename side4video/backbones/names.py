@@ -14,6 +14,7 @@ from typing import Any
 import open_clip
 
 from ..errors import ConfigError, InputNotFoundError
+import difflib
 
 # OpenAI spelling → open_clip name, and the file OpenAI distributes (a TorchScript archive).
 OPENAI_ARCHS: dict[str, tuple[str, str]] = {
@@ -95,7 +96,6 @@ def resolve_arch(arch: str | Path) -> ArchSpec:
     name = text.replace("/", "-")
     cfg = open_clip.get_model_config(name)
     if cfg is None:
-        import difflib
         close = difflib.get_close_matches(text, known_arch_names(), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"unknown backbone '{arch}' (network.arch).{hint} Give an OpenAI/open_clip/EVA02 name or a "

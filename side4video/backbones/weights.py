@@ -16,6 +16,9 @@ import torch
 from torch import nn
 
 from ..errors import InputNotFoundError, WeightsError
+from safetensors.torch import load_file
+from timm.models.eva import checkpoint_filter_fn
+from open_clip.model import convert_to_custom_text_state_dict
 
 # Keys OpenAI's archives carry besides the weights; their presence marks OpenAI (QuickGELU) weights.
 OPENAI_MARKER_KEYS = ("input_resolution", "context_length", "vocab_size")
@@ -53,7 +56,6 @@ def read_weight_file(path: str | Path) -> WeightFile:
     if path.stat().st_size == 0:
         raise WeightsError(f"backbone weight file is empty: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
         try:
             return _finish(path, load_file(str(path), device="cpu"), "safetensors")
         except Exception as exc:  # safetensors raises its own SafetensorError for a corrupt header
@@ -98,13 +100,11 @@ def convert_to_model_keys(state_dict: dict[str, torch.Tensor], model: nn.Module)
     if has_timm_trunk and "visual.trunk.pos_embed" not in state_dict and any(
             k.startswith("visual.blocks.") for k in state_dict):
         # BAAI EVA-CLIP layout: timm knows how to convert its vision tower.
-        from timm.models.eva import checkpoint_filter_fn
         visual = checkpoint_filter_fn({k: v for k, v in state_dict.items() if k.startswith("visual.")},
                                       model.visual.trunk)
         rest = {k: v for k, v in state_dict.items() if not k.startswith("visual.")}
         state_dict = {**{f"visual.trunk.{k}": v for k, v in visual.items()}, **rest}
     if "positional_embedding" in state_dict and not hasattr(model, "positional_embedding"):
-        from open_clip.model import convert_to_custom_text_state_dict
         state_dict = convert_to_custom_text_state_dict(state_dict)
     # Buffers the model derives itself (e.g. the text attention mask a TorchScript archive also stores).
     persistent = model.state_dict().keys()

@@ -17,6 +17,7 @@ from dotmap import DotMap
 from ..errors import ConfigError
 from .schema import LEGACY_KEYS, SCHEMA, Key
 from .types import TypeMismatch
+import sys
 
 log = logging.getLogger("side4video")
 
@@ -72,7 +73,6 @@ def _warn_once(message: str) -> None:
     if log.handlers or logging.getLogger().handlers:
         log.warning(message)
     else:
-        import sys
         print(f"warning: {message}", file=sys.stderr)
 
 
@@ -154,11 +154,68 @@ def parse_overrides(opts: Iterable[str] | None) -> dict[str, Any]:
     return out
 
 
+class _DuplicateKey(yaml.YAMLError):
+    """A key given twice in one mapping; ``read_yaml_mapping`` turns it into a ConfigError naming the file."""
+
+    def __init__(self, key: str, first_line: int, second_line: int):
+        super().__init__(f"duplicate key '{key}' (lines {first_line} and {second_line})")
+        self.key, self.first_line, self.second_line = key, first_line, second_line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (plain data only) that refuses a key given twice in one mapping.
+
+    YAML's own rule keeps the last value silently, so ``lr: 3e-3`` followed later by ``lr: 5.0`` would train with
+    5.0. The composed node tree is checked before the document is constructed, so the error can name the dotted
+    path of the key and both lines. Keys brought in by a merge (``<<: *anchor``) may be overridden: that is what
+    merges are for."""
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        self._check_unique_keys(node, "", set())
+        return self.construct_document(node)
+
+    def _check_unique_keys(self, node: yaml.Node, path: str, visited: set[int]) -> None:
+        if id(node) in visited:  # an alias repeats an anchored node (possibly recursively): checked once
+            return
+        visited.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            for position, item in enumerate(node.value):
+                self._check_unique_keys(item, f"{path}[{position}]", visited)
+            return
+        if not isinstance(node, yaml.MappingNode):
+            return
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                self._check_unique_keys(value_node, path, visited)
+                continue
+            line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):  # a list or mapping as a key: the constructor refuses it
+                self._check_unique_keys(value_node, path, visited)
+                continue
+            # constructed, so that 'lr' and lr (or 1 and 0x1) are the same key, as in the dict YAML would build
+            key = self.construct_object(key_node)
+            dotted = f"{path}.{key}" if path else str(key)
+            if key in seen:
+                raise _DuplicateKey(dotted, seen[key], line)
+            seen[key] = line
+            self._check_unique_keys(value_node, dotted, visited)
+
+
 def read_yaml_mapping(path: Path, top_level: str = "a mapping") -> Mapping[str, Any]:
-    """A YAML file whose top level is a mapping (an empty file: ``{}``); a syntax error is a one-line ConfigError
-    naming ``file:line``, another top level one saying it must be ``top_level``."""
+    """A YAML file whose top level is a mapping (an empty file: ``{}``); a syntax error or a key given twice in one
+    mapping is a one-line ConfigError naming ``file:line`` (or the file, the dotted key and both lines), another top
+    level one saying it must be ``top_level``."""
     try:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        loaded = yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader) or {}
+    except _DuplicateKey as exc:
+        lines = (f"twice on line {exc.first_line}" if exc.first_line == exc.second_line
+                 else f"lines {exc.first_line} and {exc.second_line}")
+        raise ConfigError(f"{path}: duplicate key '{exc.key}' ({lines}); YAML would silently keep the last value, "
+                          "give each key once") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -216,7 +273,7 @@ def config_section(section: str, values: Mapping[str, Any] | None = None, source
 
     For callers that build one part without a whole config (tests, tools)::
 
-        build_dataset(config_section("data", {"num_classes": 8, "train_list": "train.txt"}), "train")
+        create_dataset(config_section("data", {"num_classes": 8, "train_list": "train.txt"}), "train")
     """
     if section not in SECTIONS:
         raise ConfigError(f"unknown config section {section!r}; sections: {', '.join(SECTIONS)}")

@@ -8,11 +8,19 @@ that name parts (heads, side modules, plugins, crops) come from the factories th
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from .types import Bool, Choice, Float, Int, ListOf, Literal, MappingOf, OneOf, Optional, Path, Spec, Str, Type
+from ..data.decoders import VIDEO_BACKENDS
+from ..data.sampling import PROTOCOL_CHOICES
+from ..data.transforms import TEST_CROP_CHOICES, THREE_CROP_MODES, TRAIN_CROPS
+from ..models.assembly import check_assembler_spec
+from ..models.factory import HEADS
+from ..modules import SIDE_MODULES, check_side_module_spec
+from ..plugins import check_plugin_spec
+from ..tasks import TASKS
+from .types import (Bool, Choice, Float, Int, ListOf, Literal, MappingOf, OneOf, Optional, Path, Raw, Spec, Str, Type,
+                    TypeMismatch)
 
 
 @dataclass(frozen=True)
@@ -22,46 +30,28 @@ class Key:
     type: Type
 
 
-def _lazy(module: str, name: str) -> Callable:
-    """A function of another package, imported on first use (the schema must not import torch models)."""
-    def call(*args, **kwargs):
-        return getattr(importlib.import_module(module), name)(*args, **kwargs)
-    return call
+@dataclass(frozen=True)
+class HeadName(Type):
+    """A registered head or a user's ``package.module:Class``."""
+
+    def convert(self, value: Any) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail()
+        value = value.strip()
+        if value in HEADS:
+            return value
+        try:
+            HEADS.get(value)
+        except Exception as exc:   # a ConfigError: the import failed or the class is no module
+            raise TypeMismatch(str(exc), standalone=True) from None
+        return value
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(HEADS.names()) + " (or package.module:Class)"
 
 
-def _heads() -> tuple[str, ...]:
-    from ..models.factory import HEADS
-    return tuple(HEADS)
-
-
-def _temporal_modules() -> tuple[str, ...]:
-    from ..modules import SIDE_MODULES
-    return tuple(SIDE_MODULES) + ("none",)
-
-
-def _test_crops() -> tuple[int, ...]:
-    from ..data.transforms import TEST_CROP_CHOICES
-    return tuple(TEST_CROP_CHOICES)
-
-
-def _sampling_protocols() -> tuple[str, ...]:
-    from ..data.sampling import PROTOCOL_CHOICES
-    return tuple(PROTOCOL_CHOICES)
-
-
-def _train_crops() -> tuple[str, ...]:
-    from ..data.transforms import TRAIN_CROPS
-    return tuple(TRAIN_CROPS)
-
-
-def _three_crop_modes() -> tuple[str, ...]:
-    from ..data.transforms import THREE_CROP_MODES
-    return tuple(THREE_CROP_MODES)
-
-
-def _video_backends() -> tuple[str, ...]:
-    from ..data.decoders import VIDEO_BACKENDS
-    return tuple(VIDEO_BACKENDS)
+def _check_task_spec(entry: dict) -> dict:
+    return {"type": entry.get("type"), **TASKS.check(entry, reserved=())}
 
 
 def _fraction_range(values: list) -> bool:
@@ -76,11 +66,14 @@ _LAYERS = OneOf((Choice(("all", "every_other")), Int(min=1), ListOf(Int())))
 _POSITIVE = Int(min=1)
 _NON_NEGATIVE = Int(min=0)
 _PROBABILITY = Float(min=0.0, max=1.0)
-_SIDE_MODULE = Spec("side module", _lazy("side4video.modules", "check_side_module_spec"), many=True)
-_PLUGINS = Spec("training plugin", _lazy("side4video.engine.plugins", "check_plugin_spec"), many=True)
-_ASSEMBLER = Spec("clip assembler", _lazy("side4video.models.assembly", "check_assembler_spec"))
+_SIDE_MODULE = Spec("side module", check_side_module_spec, many=True)
+_PLUGINS = Spec("training plugin", check_plugin_spec, many=True)
+_ASSEMBLER = Spec("clip assembler", check_assembler_spec)
+_TASK = Spec("task", _check_task_spec)
 
 SCHEMA: dict[str, Any] = {
+    "task": Key({"type": "classification"}, "what the model learns: classification (labels, cross-entropy, top-k) "
+                                             "or a task of your own (package.module:Class)", _TASK),
     "resume": Key(None, "checkpoint to resume from, or 'auto' for <output>/checkpoints/last.pt", Optional(Path())),
     "pretrain": Key(None, "trainable weights (side network / head) to start from; the backbone is never read from "
                           "it; a checkpoint of the official Side4Video code works too", Optional(Path())),
@@ -108,7 +101,7 @@ SCHEMA: dict[str, Any] = {
         "sampling_protocol": Key("auto", "frame-index rules: tsn (TSN/TSM), sth or kinetics (the reference's own "
                                          "datasets/sth.py, kinetics.py); auto: sth if the dataset is "
                                          "Something-Something, else kinetics, as the reference chooses",
-                                 Choice(_sampling_protocols)),
+                                 Choice(PROTOCOL_CHOICES)),
         "random_shift": Key(True, "random offsets at train time (False: the validation indices)", Bool()),
         "num_sample": Key(1, "repeated augmentation: k augmented views of the same sampled frames", _POSITIVE),
         "rand_aug": Key(False, "RandAugment, same operation on every frame of a clip", Bool()),
@@ -118,7 +111,7 @@ SCHEMA: dict[str, Any] = {
         "sampling_rate": Key(8, "frame stride inside a dense window (tsn protocol)", _POSITIVE),
         "dense_range": Key(128, "frames covered by a dense window of the sth/kinetics protocols (stride range // T)",
                            _POSITIVE),
-        "train_crop": Key("random_resized", "train crop", Choice(_train_crops)),
+        "train_crop": Key("random_resized", "train crop", Choice(TRAIN_CROPS)),
         "crop_area": Key([0.08, 1.0], "random resized crop: range of the crop area fraction",
                          ListOf(Float(min=0.0, max=1.0), length=2, check=_fraction_range,
                                 check_doc="0 < low <= high <= 1")),
@@ -135,18 +128,18 @@ SCHEMA: dict[str, Any] = {
         "std": Key([0.26862954, 0.26130258, 0.27577711], "normalisation std (CLIP)",
                    ListOf(Float(min=0.0, min_open=True), length=3)),
         "video_backend": Key("decord", "decoder for video-file lists (torchcodec needs the system's FFmpeg "
-                                       "libraries)", Choice(_video_backends)),
+                                       "libraries)", Choice(VIDEO_BACKENDS)),
         "max_bad_fraction": Key(0.05, "stop training if more than this fraction of an epoch's samples were "
                                       "unreadable", _PROBABILITY),
         "max_retries": Key(10, "replacement samples tried for one unreadable training sample", _NON_NEGATIVE),
         "pin_memory": Key(True, "pin host memory of batches", Bool()),
         "prefetch_factor": Key(4, "batches each loader worker prepares ahead", _POSITIVE),
-        "test_crops": Key(1, "spatial crops per clip at test time", Choice(_test_crops)),
+        "test_crops": Key(1, "spatial crops per clip at test time", Choice(TEST_CROP_CHOICES)),
         "test_clips": Key(1, "temporal clips per video at test time", _POSITIVE),
         "three_crop": Key("reference", "3-crop test views: reference (GroupFullResSample: three input-size crops "
                                        "of the frame scaled by the scale rule) or full_height (TSM full-res: "
                                        "short side resized to the crop size)",
-                          Choice(_three_crop_modes)),
+                          Choice(THREE_CROP_MODES)),
     },
     "network": {
         "arch": Key("ViT-B/16", "backbone: OpenAI/open_clip/EVA02 name or a path to an open_clip-style JSON config",
@@ -160,7 +153,9 @@ SCHEMA: dict[str, Any] = {
         "backbone_precision": Key("fp32", "precision of the frozen backbone, independent of training (its taps are "
                                           "handed to the side network in this precision)",
                                   Choice(("fp32", "bf16", "fp16"))),
-        "head": Key("side4video", "trainable part on top of the frozen backbone", Choice(_heads)),
+        "head": Key("side4video", "trainable part on top of the frozen backbone (or a head of your own: "
+                                  "package.module:Class)", HeadName()),
+        "head_args": Key({}, "more keyword arguments for the head's constructor", MappingOf(Raw())),
         "side_dim": Key(320, "side network width D (320 for B/32, B/16; 512 for L/14; 576 for EVA-E)", Int(min=8)),
         "side_layers": Key(None, "backbone layers that feed side blocks: 'all', 'every_other', k or a list; "
                                  "default all (CLIP) / every other (EVA)", Optional(_LAYERS)),
@@ -175,7 +170,7 @@ SCHEMA: dict[str, Any] = {
                              _PROBABILITY),
         "temporal_module": Key("conv", "shorthand: this side module before attention in every block (conv: "
                                        "Side4Video's temporal convolution; none: no temporal module)",
-                               Choice(_temporal_modules)),
+                               Choice(lambda: (*SIDE_MODULES.names(), "none"))),
         "side_modules": Key([], "more side modules: [{type: gc, slot: pre_attn|post_attn|post_mlp, blocks: "
                                 "all|k|[i, ...], ...arguments}], in the order listed", _SIDE_MODULE),
         "assembler": Key(None, "how frames become the side network's inputs: null (tap the sampled frames) or "

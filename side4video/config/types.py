@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
+
+from ..errors import ConfigError
+import os
 
 _NONE_STRINGS = ("none", "null", "~", "")
 
@@ -143,7 +146,6 @@ class Path(Type):
     """A file or folder path (kept as a string; ``~`` expanded). Existence is checked where it is used."""
 
     def convert(self, value: Any) -> str:
-        import os
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise self.fail()
         return os.path.expanduser(str(value))
@@ -319,7 +321,7 @@ class Spec(Type):
             raise TypeMismatch(f"{where}must be {self.describe_one()}, got {item!r}", standalone=True)
         try:
             return self.check(dict(item))
-        except TypeMismatch as exc:
+        except (TypeMismatch, ConfigError) as exc:   # the registries' checks raise one-line ConfigErrors
             raise TypeMismatch(f"{where}{exc}", standalone=True) from None
 
     def describe_one(self) -> str:
@@ -327,35 +329,3 @@ class Spec(Type):
 
     def describe(self) -> str:
         return ("a list of " if self.many else "") + self.describe_one() + ("s" if self.many else "")
-
-
-def check_kwargs(name: str, factory: Callable, kwargs: dict, *, skip: Sequence[str] = ()) -> None:
-    """Raise ``TypeMismatch`` if ``kwargs`` holds a keyword ``factory`` does not take (closest-name hint)."""
-    import difflib
-    import inspect
-    signature = inspect.signature(factory)
-    params = [p for p in signature.parameters.values() if p.name not in ("self", *skip)
-              and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    if any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()):
-        return
-    names = [p.name for p in params]
-    for key in kwargs:
-        if key not in names:
-            close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; it takes {', '.join(names) or 'no arguments'}"
-            raise TypeMismatch(f"{name} has no argument '{key}'{hint}")
-
-
-def check_named_entry(kind: str, table: Mapping[str, Callable], entry: dict, *, skip: Sequence[str] = (),
-                      placement: Sequence[str] = ("type",)) -> dict:
-    """A ``{type: NAME, ...arguments}`` entry checked against a registry ``table`` (name → class): an unknown name
-    or argument raises TypeMismatch with the closest match. Returns the arguments (without ``placement`` keys)."""
-    import difflib
-    name = entry.get("type")
-    if name not in table:
-        close = difflib.get_close_matches(str(name), list(table), n=1, cutoff=0.5)
-        hint = f"; did you mean '{close[0]}'?" if close else f"; available: {', '.join(table)}"
-        raise TypeMismatch(f"unknown {kind} '{name}'{hint}")
-    kwargs = {k: v for k, v in entry.items() if k not in placement}
-    check_kwargs(f"{kind} '{name}'", table[name].__init__, kwargs, skip=skip)
-    return kwargs

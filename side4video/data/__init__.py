@@ -4,10 +4,10 @@ The toy dataset generator lives in ``side4video.data.toy`` (not imported here, s
 ``python -m side4video.data.toy`` runs cleanly).
 """
 from .bad_samples import BadSampleTracker, TooManyUnreadableInputs
-from .dataset import VideoDataset, build_dataset, build_sampler
+from .dataset import VideoDataset, create_dataset, create_sampler
 from .decoders import VideoReadError, open_reader
 from .lists import VideoRecord, format_record, read_annotation_list, read_label_names
-from .loader import ShardedEvalSampler, TrainSampler, build_loader, collate_eval, collate_train, loader_options
+from .loader import ShardedEvalSampler, TrainSampler, create_loader, collate_eval, collate_train, loader_options
 from .sampling import PROTOCOLS, FrameSampler, is_something_something, resolve_protocol
 from .transforms import EvalViews, TrainAugmentation, default_scale_size, eval_crop_geometry, normalize_frames
 
@@ -23,9 +23,9 @@ __all__ = [
     "VideoDataset",
     "VideoReadError",
     "VideoRecord",
-    "build_dataset",
-    "build_loader",
-    "build_sampler",
+    "create_dataset",
+    "create_loader",
+    "create_sampler",
     "collate_eval",
     "collate_train",
     "default_scale_size",

@@ -1,4 +1,4 @@
-"""VideoDataset: annotated videos -> sampled, augmented uint8 clips; and ``build_dataset`` from ``cfg.data``.
+"""VideoDataset: annotated videos -> sampled, augmented uint8 clips; and ``create_dataset`` from ``cfg.data``.
 
 Randomness: every training sample draws from ``np.random.default_rng([seed, epoch, index, retry])``,
 so a sample depends on nothing else (not on workers, ranks, or where training resumed). The epoch
@@ -206,19 +206,23 @@ def _flip_label_map(flip_pairs: Sequence[Sequence[int]], num_classes: int) -> di
     return mapping
 
 
-def _check_section(data_cfg: Any) -> None:
-    """``data_cfg`` must be a validated ``data`` section (every schema key present, values converted)."""
-    from ..config.schema import SCHEMA
+# A few keys of the validated data section (side4video.config fills every key); a mapping that lacks them was not
+# validated (a hand-made dict): the dataset reads many more keys and would fail later with a less helpful error.
+SECTION_KEYS = ("dataset", "num_segments", "seg_length", "sampling", "sampling_protocol", "dense_range",
+                "sampling_rate", "random_shift", "input_size", "test_crops", "three_crop", "video_backend")
 
+
+def _check_section(data_cfg: Any) -> None:
+    """``data_cfg`` must be a validated ``data`` section (every key present, values converted)."""
     if not isinstance(data_cfg, Mapping):
-        raise TypeError(f"build_dataset needs the validated data section (cfg.data), got {type(data_cfg).__name__}")
-    missing = [key for key in SCHEMA["data"] if key not in data_cfg]
+        raise TypeError(f"create_dataset needs the validated data section (cfg.data), got {type(data_cfg).__name__}")
+    missing = [key for key in SECTION_KEYS if key not in data_cfg]
     if missing:
-        raise TypeError(f"build_dataset needs a validated data section (load_config(...).data or "
+        raise TypeError(f"create_dataset needs a validated data section (load_config(...).data or "
                         f"side4video.config.config_section('data', {{...}})); missing keys: {', '.join(missing)}")
 
 
-def build_sampler(data_cfg: Any, *, dense: bool | None = None) -> FrameSampler:
+def create_sampler(data_cfg: Any, *, dense: bool | None = None) -> FrameSampler:
     """The FrameSampler of a validated data section (``sampling_protocol`` resolved for ``dataset``);
     ``dense`` overrides ``data.sampling``."""
     use_dense = data_cfg.sampling == "dense" if dense is None else bool(dense)
@@ -234,7 +238,7 @@ def build_sampler(data_cfg: Any, *, dense: bool | None = None) -> FrameSampler:
                         protocol=protocol, dense_range=data_cfg.dense_range)
 
 
-def build_dataset(data_cfg: Any, split: str, *, test_crops: int | None = None, test_clips: int | None = None,
+def create_dataset(data_cfg: Any, split: str, *, test_crops: int | None = None, test_clips: int | None = None,
                   dense: bool | None = None, seed: int = 0, records: Sequence[VideoRecord] | None = None,
                   root: str | None = None, sampler=None) -> VideoDataset:
     """The dataset of ``split`` ('train', 'val' or 'test') described by the validated section ``cfg.data``.
@@ -282,7 +286,7 @@ def build_dataset(data_cfg: Any, split: str, *, test_crops: int | None = None, t
                         f"data.dataset '{cfg.dataset}', but data.num_classes is {num_classes}; set "
                         f"data.flip_pairs explicitly ([] for none)")
     if sampler is None:
-        sampler = build_sampler(cfg, dense=dense)
+        sampler = create_sampler(cfg, dense=dense)
 
     input_size = cfg.input_size
     scale = resolve_scale_size(cfg.scale_size, input_size, cfg.dataset)

@@ -1,4 +1,4 @@
-"""Index samplers for (distributed) training and evaluation, collate functions, ``build_loader`` and
+"""Index samplers for (distributed) training and evaluation, collate functions, ``create_loader`` and
 ``loader_options`` (the loader settings of ``cfg.data``)."""
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def collate_eval(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 flipped=torch.stack([s["flipped"] for s in samples]))
 
 
-def build_loader(dataset: Dataset, batch_size: int, *, sampler: Sampler | None = None, num_workers: int = 0,
+def create_loader(dataset: Dataset, batch_size: int, *, sampler: Sampler | None = None, num_workers: int = 0,
                  collate_fn: Callable[[Sequence[dict]], dict] | None = None, pin_memory: bool = False,
                  persistent_workers: bool = False, prefetch_factor: int | None = None,
                  drop_last: bool = False, multiprocessing_context: str | None = None) -> DataLoader:
@@ -137,11 +137,11 @@ def build_loader(dataset: Dataset, batch_size: int, *, sampler: Sampler | None =
 
 
 def loader_options(data_cfg: Any, *, device_type: str = "cpu", persistent_workers: bool = True) -> dict[str, Any]:
-    """``build_loader`` keyword arguments from a validated data section: ``num_workers`` (``data.workers``),
+    """``create_loader`` keyword arguments from a validated data section: ``num_workers`` (``data.workers``),
     ``pin_memory`` (``data.pin_memory``, on CUDA devices only), ``prefetch_factor`` (``data.prefetch_factor``,
     only with workers: batches each worker prepares ahead) and ``persistent_workers`` (only with workers)::
 
-        build_loader(train_set, cfg.data.batch_size, sampler=sampler, drop_last=True,
+        create_loader(train_set, cfg.data.batch_size, sampler=sampler, drop_last=True,
                      **loader_options(cfg.data, device_type=device.type))
     """
     workers = int(data_cfg.workers)

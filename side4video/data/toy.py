@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+from ..backbones.tiny import TINY_CLIP_CONFIG, make_tiny_backbone
 
 CLASS_NAMES = ("moving right", "moving left", "moving down", "moving up",
                "rotating clockwise", "rotating counter-clockwise", "growing", "shrinking")
@@ -152,7 +153,7 @@ def write_video(path: str, frames: np.ndarray, fps: int = 24, codec: str = "mpeg
     sizes) because its output is byte-reproducible; libx264 (``codec="libx264"``) occasionally was not,
     even single-threaded, which would break the dataset's determinism.
     """
-    import av
+    import av   # deferred: a decoder, loaded only for video files
 
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with av.open(path, "w") as container:
@@ -182,7 +183,7 @@ def _generate_video(task: tuple) -> None:
 def _check_decord_reads(path: str, frames: int) -> None:
     """Fail early if decord, the default training decoder, cannot read the videos back."""
     try:
-        import decord
+        import decord   # deferred: an optional decoder
     except ImportError:
         return
     try:
@@ -340,7 +341,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     start = time.perf_counter()
     if not args.no_backbone:
-        from ..tools.make_tiny_backbone import TINY_CLIP_CONFIG, make_tiny_backbone
         weights = make_tiny_backbone(TINY_CLIP_CONFIG, os.path.join(args.out, "tiny_clip.safetensors"))
         print(f"tiny frozen backbone (random weights, for the toy configs): {weights}")
     info = generate_toy_dataset(args.out, seed=args.seed, train_per_class=args.train_per_class,

@@ -44,6 +44,7 @@ import numpy as np
 from PIL import Image
 
 from .toy import run_tasks, write_label_list, write_split_lists, write_video
+from ..backbones.tiny import TINY_CLIP_CONFIG, make_tiny_backbone
 
 CLASS_NAMES = ("moving left", "moving right", "moving up", "moving down")
 FLIP_PAIRS = ((0, 1),)
@@ -316,7 +317,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="processes (default: CPU count, at most 8)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    from ..tools.make_tiny_backbone import TINY_CLIP_CONFIG, make_tiny_backbone
     weights = make_tiny_backbone(TINY_CLIP_CONFIG, Path(args.out) / "tiny_clip.safetensors")
     print(f"tiny frozen backbone (random weights, for the toy configs): {weights}")
     info = generate_toy_sparse_dataset(

@@ -18,6 +18,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from .sampling import is_something_something
+from timm.data.auto_augment import rand_augment_transform
 
 # short side (int) or fixed (height, width)
 ScaleSize = int | tuple[int, int]
@@ -177,7 +178,6 @@ class ClipRandAugment:
     """
 
     def __init__(self, policy: str, translate_const: int, mean: Sequence[float]):
-        from timm.data.auto_augment import rand_augment_transform
 
         hparams = dict(translate_const=translate_const, img_mean=tuple(round(255 * m) for m in mean),
                        interpolation=Image.BICUBIC)

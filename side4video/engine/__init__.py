@@ -1,5 +1,3 @@
-"""Training, evaluation, checkpoints and the distributed plumbing they share."""
-from .evaluator import ScoreSet, aggregate_views, collect_scores, forward_views
-from .metrics import summarize, topk_accuracy
-
-__all__ = ["ScoreSet", "aggregate_views", "collect_scores", "forward_views", "summarize", "topk_accuracy"]
+"""Training and testing: the one training step, the optimizer backends, the trainer with its state and checkpoint
+keeper, checkpoints, the distributed plumbing and logging. Import the modules themselves (this file imports none,
+so that lower parts such as the tasks may use ``engine.distributed`` without loading the trainer)."""

@@ -1,6 +1,7 @@
 """Config → parts. Shared by training, testing, prediction and feature extraction so they build the same thing."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -9,8 +10,9 @@ import torch
 from torch import nn
 
 from ..backbones import FrozenEncoder, backbone_identity, create_backbone
+from ..config import load_config
 from ..errors import CheckpointError, ConfigError
-from ..models import create_model_from_config
+from ..models import create_model_from_config, official
 from .checkpoint import check_backbone_identity, load_checkpoint, trainable_state_dict
 
 PRETRAINED_DIR_ENV = "SIDE4VIDEO_PRETRAINED_DIR"
@@ -58,7 +60,6 @@ def read_trainable_checkpoint(path: str | Path, backbone: FrozenEncoder | None =
     """A checkpoint of this toolkit, or one written by the official Side4Video code (converted on the fly, its
     backbone tensors compared with ``backbone``), as ``{"model": state_dict, ...}``."""
     checkpoint = load_checkpoint(path)
-    from ..models import official
     if official.is_official_checkpoint(checkpoint):
         if backbone is None:
             raise CheckpointError(f"{path} is an official Side4Video checkpoint; it needs the backbone to convert")
@@ -67,12 +68,20 @@ def read_trainable_checkpoint(path: str | Path, backbone: FrozenEncoder | None =
 
 
 def load_trainable_weights(model: nn.Module, path: str | Path, backbone: FrozenEncoder,
-                           cfg=None, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Load trainable weights from a checkpoint (checking it belongs to this backbone and model). Returns it."""
+                           cfg=None, checkpoint: dict[str, Any] | None = None, *, allow_other_weights: bool = False,
+                           log: logging.Logger | None = None) -> dict[str, Any]:
+    """Load trainable weights from a checkpoint (checking it belongs to this backbone and model). Returns it.
+
+    A checkpoint trained with other backbone weights (same architecture) is refused unless
+    ``allow_other_weights``; then the difference is logged and recorded as ``checkpoint["other_backbone"]``."""
     if checkpoint is None:
         checkpoint = read_trainable_checkpoint(path, backbone)
-    check_backbone_identity(checkpoint, backbone_identity(backbone), path)
-    state = trainable_state_dict(checkpoint)
+    difference = check_backbone_identity(checkpoint, backbone_identity(backbone), path,
+                                         allow_other_weights=allow_other_weights)
+    if difference:
+        (log or logging.getLogger("side4video")).warning(difference)
+        checkpoint = dict(checkpoint, other_backbone=difference)
+    state = trainable_state_dict(checkpoint, model_keys=set(model.state_dict()))
     check_fits(model, state, checkpoint, path, cfg)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -112,9 +121,13 @@ def check_fits(model: nn.Module, state: dict[str, torch.Tensor], checkpoint: dic
                               f"shape, e.g. {mismatched[0]}); check network.side_dim / side_layers / side_modules")
 
 
+def stored_config(path: str | Path) -> dict[str, Any]:
+    """The config a training checkpoint stores (empty for official or plain state-dict checkpoints)."""
+    return _saved_config(load_checkpoint(path))
+
+
 def config_for_checkpoint(path: str | Path, config: str | Path | None, opts) -> Any:
     """The config a tool runs with: ``config`` if given, else the one stored in the checkpoint (``--opts`` on top)."""
-    from ..config import load_config
     if config is not None:
         return load_config(config, opts)
     checkpoint = load_checkpoint(path)

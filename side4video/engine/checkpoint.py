@@ -1,96 +1,45 @@
-"""Training checkpoints: trainable weights + optimizer, scheduler and RNG state + the backbone's identity.
+"""Training checkpoints: one layout for every writer (the trainer and the ablation runner), read back safely.
 
-The frozen backbone is never written; a checkpoint records which backbone it belongs to (arch, weight file,
-SHA-256). Files are written atomically (temp file + rename) and read with ``weights_only=True``.
+A checkpoint holds the trainable weights (the frozen backbone is never written; the checkpoint records which
+backbone it belongs to: arch, weight file, SHA-256), the optimizer, scheduler and RNG state, the training position
+and the config. Files are written atomically (``side4video.files``) and read with ``weights_only=True``.
 """
 from __future__ import annotations
 
-import os
 import random
-import shutil
-import warnings
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
 from ..errors import CheckpointError, InputNotFoundError
+from .distributed import prepare_accelerator_env
 
-FORMAT = "side4video-checkpoint-v1"
+FORMAT = "side4video-checkpoint-v2"
+# v1: the same layout; its weights may carry the names of the first module layout (see LEGACY_RENAMES)
+FORMATS = ("side4video-checkpoint-v1", FORMAT)
 
 
 def _deepspeed_safe_globals() -> list:
     """DeepSpeed optimizer state dicts hold a few small plain classes; allow exactly those when unpickling."""
-    from .distributed import prepare_accelerator_env
     prepare_accelerator_env()
     try:
+        # deferred: DeepSpeed is heavy, and only optimizer states of its engines need these classes
         from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
-        from deepspeed.runtime.zero.config import ZeroStageEnum
-        from deepspeed.utils.tensor_fragment import fragment_address
+        from deepspeed.runtime.zero.config import ZeroStageEnum   # deferred: heavy; only optimizer states of its engines need these
+        from deepspeed.utils.tensor_fragment import fragment_address   # deferred: heavy; only optimizer states of its engines need these
     except ImportError:  # pragma: no cover - deepspeed is a dependency
         return []
     return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
-
-
-def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Delete the temporary files that an atomic write killed midway leaves behind (``.NAME.tmpPID``) whose
-    writing process is gone; returns what was removed."""
-    removed = []
-    folder = Path(folder)
-    if not folder.is_dir():
-        return removed
-    for candidate in folder.glob(".*.tmp*"):
-        pid = candidate.name.rsplit(".tmp", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
-            candidate.unlink(missing_ok=True)
-            removed.append(candidate)
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
-    """Write through ``write(handle)`` into a temporary file in the same folder, flush it to disk, then rename
-    it over ``path``: a crash never leaves a half-written file under the final name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` with :func:`atomic_write`."""
-    atomic_write(path, lambda handle: torch.save(obj, handle))
-
-
-def atomic_copy(source: str | Path, target: str | Path) -> None:
-    """Copy a finished checkpoint (e.g. last.pt → best.pt) so that ``target`` is never half-written."""
-    with open(source, "rb") as handle:
-        atomic_write(target, lambda out: shutil.copyfileobj(handle, out))
 
 
 def _load_failure(path: Path, exc: Exception) -> CheckpointError:
     """A one-line reason why ``torch.load`` could not read ``path`` (never torch's advice to unpickle unsafely)."""
     text = str(exc)
     if "Weights only load failed" in text or "weights_only" in text:
-        import re
         names = re.findall(r"GLOBAL ([\w.]+)", text) or re.findall(r"Unsupported global: ([\w.]+)", text)
         what = f" ({names[0]})" if names else ""
         return CheckpointError(f"cannot read checkpoint {path}: it contains Python objects{what} that cannot be "
@@ -120,6 +69,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
+def is_training_checkpoint(checkpoint: Mapping[str, Any]) -> bool:
+    return checkpoint.get("format") in FORMATS
+
+
+# -- weights ------------------------------------------------------------------------------------------------------
 def cpu_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A state dict as written into checkpoints: detached CPU tensors, floating point ones in fp32 (the master copy
     whatever precision trained them)."""
@@ -128,10 +82,9 @@ def cpu_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 def weights_state(model: torch.nn.Module, validated: torch.nn.Module, parts: Mapping[str, torch.nn.Module],
                   plugins: list) -> dict[str, Any]:
-    """The weights of a training checkpoint (the trainer and the ablation runner write the same layout): ``model``
-    (what training continues from), ``eval_model`` when validation scores another module (a plugin's EMA copy:
-    test.py evaluates it, resume restores it; written only here, not again in the plugin's state), the plugins'
-    trainable parts and their other state."""
+    """The weights of a training checkpoint: ``model`` (what training continues from), ``eval_model`` when
+    validation scores another module (a plugin's EMA copy: test.py evaluates it, resume restores it; written only
+    here, not again in the plugin's state), the plugins' trainable parts and their other state."""
     state: dict[str, Any] = {"model": cpu_state_dict(model.state_dict())}
     if validated is not model:
         state["eval_model"] = cpu_state_dict(validated.state_dict())
@@ -143,21 +96,41 @@ def weights_state(model: torch.nn.Module, validated: torch.nn.Module, parts: Map
 def restore_weights(state: Mapping[str, Any], model: torch.nn.Module, validated: torch.nn.Module,
                     parts: Mapping[str, torch.nn.Module], plugins: list) -> None:
     """Load what :func:`weights_state` wrote into the same structure (plugins first, then the validated copy)."""
-    model.load_state_dict(state["model"])
+    model.load_state_dict(rename_legacy_keys(state["model"], state, set(model.state_dict())))
     for name, part in parts.items():
         part.load_state_dict(state.get("plugin_parts", {})[name])
     for plugin in plugins:
         if plugin.name in state.get("plugins", {}):
             plugin.load_state_dict(state["plugins"][plugin.name])
     if validated is not model and "eval_model" in state:
-        validated.load_state_dict(state["eval_model"])
+        validated.load_state_dict(rename_legacy_keys(state["eval_model"], state, set(validated.state_dict())))
 
 
-# Names of trainable weights in earlier versions of this toolkit → today's names.
-_RENAMED_KEYS = ((".temporal_norm.", ".pre_attn.0.norm."), (".temporal.", ".pre_attn.0."))
+# Names of trainable weights in the first module layout of this toolkit → today's names.
+LEGACY_RENAMES = ((".temporal_norm.", ".pre_attn.0.norm."), (".temporal.", ".pre_attn.0."))
 
 
-def trainable_state_dict(checkpoint: dict[str, Any], validated: bool = True) -> dict[str, torch.Tensor]:
+def rename_legacy_keys(state: Mapping[str, torch.Tensor], checkpoint: Mapping[str, Any],
+                       model_keys: set[str] | None = None) -> dict[str, torch.Tensor]:
+    """Today's names for the weights of a checkpoint written before the module layout changed (format v1 or a plain
+    state dict). A key is renamed only when it is not a name of ``model_keys`` itself (a (2+1)D module has weights
+    of its own called ``temporal``) and, given ``model_keys``, its new name is one."""
+    if checkpoint.get("format") == FORMAT:
+        return dict(state)
+    renamed: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        new = key
+        if key.startswith("blocks.") and (model_keys is None or key not in model_keys):
+            for old, replacement in LEGACY_RENAMES:
+                new = new.replace(old, replacement)
+            if model_keys is not None and new not in model_keys:
+                new = key
+        renamed[new] = value
+    return renamed
+
+
+def trainable_state_dict(checkpoint: dict[str, Any], validated: bool = True,
+                         model_keys: set[str] | None = None) -> dict[str, torch.Tensor]:
     """The trainable weights from one of our checkpoints or from a plain state dict (older key names renamed).
 
     ``validated``: the weights validation scored when a plugin provided them (e.g. the EMA copy of an ``ema`` or
@@ -171,66 +144,110 @@ def trainable_state_dict(checkpoint: dict[str, Any], validated: bool = True) -> 
     else:
         raise CheckpointError("not a side4video checkpoint, an official Side4Video checkpoint or a state dict of "
                               "tensors")
-    renamed = {}
-    for key, value in state.items():
-        if key.startswith("blocks."):
-            for old, new in _RENAMED_KEYS:
-                key = key.replace(old, new)
-        renamed[key] = value
-    return renamed
+    return rename_legacy_keys(state, checkpoint, model_keys)
 
 
-def check_backbone_identity(checkpoint: dict[str, Any], identity: dict[str, Any], source: str | Path) -> None:
-    """A checkpoint is only meaningful on the backbone it was trained with."""
+def describe_backbone(identity: Mapping[str, Any]) -> str:
+    return f"{identity.get('weights')} (sha256 {str(identity.get('sha256'))[:12]}…)"
+
+
+def backbone_mismatch(checkpoint: Mapping[str, Any], identity: Mapping[str, Any], source: str | Path) -> str | None:
+    """None when ``checkpoint`` was trained on the backbone ``identity`` describes, else why not (one line)."""
     saved = checkpoint.get("backbone")
     if not saved:
-        return
+        return None
     if saved.get("arch") != identity.get("arch"):
-        raise CheckpointError(f"{source} was trained on backbone {saved.get('arch')!r}, "
-                              f"but the config builds {identity.get('arch')!r} (network.arch)")
+        return (f"{source} was trained on backbone {saved.get('arch')!r}, but the config builds "
+                f"{identity.get('arch')!r} (network.arch)")
     if saved.get("sha256") != identity.get("sha256"):
-        warnings.warn(f"{source} was trained with backbone weights {saved.get('weights')} "
-                      f"(sha256 {str(saved.get('sha256'))[:12]}…), now using {identity.get('weights')} "
-                      f"(sha256 {str(identity.get('sha256'))[:12]}…)", stacklevel=2)
+        return (f"{source} was trained with backbone weights {describe_backbone(saved)}, but the config loads "
+                f"{describe_backbone(identity)}")
+    return None
 
 
-# -- RNG state (stored as tensors and plain Python so weights_only loading accepts it) ----------------------
+def check_backbone_identity(checkpoint: Mapping[str, Any], identity: Mapping[str, Any], source: str | Path, *,
+                            allow_other_weights: bool = False) -> str | None:
+    """A checkpoint is only meaningful on the backbone it was trained with: another architecture is always refused;
+    other weights of the same architecture are refused unless ``allow_other_weights`` (then the difference is
+    returned, for the caller to record)."""
+    problem = backbone_mismatch(checkpoint, identity, source)
+    if problem is None:
+        return None
+    if "network.arch" in problem or not allow_other_weights:
+        hint = "" if "network.arch" in problem else " (to use them anyway, pass --allow_other_backbone)"
+        raise CheckpointError(problem + hint)
+    return problem
+
+
+# -- RNG state (stored as tensors and plain Python so weights_only loading accepts it) ----------------------------
+@dataclass
+class RngState:
+    """The global random streams: Python, NumPy, torch's CPU generator and the current CUDA device's."""
+    python: tuple
+    numpy: tuple
+    torch: torch.Tensor
+    cuda: torch.Tensor | None = None
+
+    @classmethod
+    def capture(cls) -> "RngState":
+        return cls(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
+                   cuda=torch.cuda.get_rng_state() if torch.cuda.is_available() else None)
+
+    def restore(self) -> None:
+        random.setstate(self.python)
+        np.random.set_state(self.numpy)
+        torch.set_rng_state(self.torch)
+        if self.cuda is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(self.cuda)
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        """Plain containers and tensors (what ``weights_only`` loading accepts)."""
+        _, keys, pos, has_gauss, cached = self.numpy
+        state = {"python": self.python,
+                 "numpy": {"keys": torch.from_numpy(np.asarray(keys).astype(np.int64)), "pos": int(pos),
+                           "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+                 "torch": self.torch}
+        if self.cuda is not None:
+            state["cuda"] = self.cuda
+        return state
+
+    @classmethod
+    def from_checkpoint(cls, state: Mapping[str, Any]) -> "RngState":
+        python = state["python"]
+        np_state = state["numpy"]
+        return cls(python=(python[0], tuple(python[1]), python[2]),
+                   numpy=("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                          np_state["has_gauss"], np_state["cached_gaussian"]),
+                   torch=state["torch"], cuda=state.get("cuda"))
+
+
 def capture_rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    state = {"python": random.getstate(),
-             "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                       "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
+    """This process's random streams, as a checkpoint stores them."""
+    return RngState.capture().to_checkpoint()
 
 
-def restore_rng_state(state: dict[str, Any]) -> None:
-    python = state["python"]
-    random.setstate((python[0], tuple(python[1]), python[2]))
-    np_state = state["numpy"]
-    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
-                         np_state["has_gauss"], np_state["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    RngState.from_checkpoint(state).restore()
 
 
-# -- DeepSpeed optimizer state --------------------------------------------------------------------------------
-def optimizer_state(engine) -> dict[str, Any]:
-    return engine.optimizer.state_dict()
+# -- the one checkpoint layout --------------------------------------------------------------------------------------
+def create_checkpoint(*, position: Mapping[str, Any], weights: Mapping[str, Any], optimizer: list,
+                     scheduler: Mapping[str, Any], counters: Mapping[str, int], rng: list, backbone: Mapping[str, Any],
+                     config: Mapping[str, Any], world_size: int, zero_stage: int, head: str, num_classes: int,
+                     metrics: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """A training checkpoint (``train.py --resume`` continues it, ``test.py --weights`` tests it):
+
+    ``position`` (epoch, step_in_epoch, global_step, best metric, epoch totals: :class:`~.state.TrainState`),
+    ``weights`` (:func:`weights_state`), per-rank ``optimizer`` states and ``rng`` states, the ``scheduler`` state
+    and the optimizer backend's step ``counters``, the ``backbone`` identity, the ``config`` (plain containers) and
+    the ``metrics`` of the epoch that wrote it; ``extra`` keys (e.g. the ablation variant) are kept as given."""
+    return {"format": FORMAT, **position, "world_size": int(world_size), "zero_stage": int(zero_stage), **weights,
+            "optimizer": list(optimizer), "scheduler": dict(scheduler), "rng": list(rng),
+            "engine_counters": dict(counters), "backbone": dict(backbone), "head": head,
+            "num_classes": int(num_classes), "config": dict(config), "metrics": dict(metrics or {}), **extra}
 
 
-def load_optimizer_state(engine, per_rank_states: list[dict[str, Any]], rank: int) -> None:
-    """Restore the optimizer the way DeepSpeed's own checkpoint loader does for this optimizer kind."""
-    if engine.zero_optimization():
-        # ZeRO partitions are per rank; DeepSpeed picks this rank's part from the full list.
-        engine.optimizer.load_state_dict(state_dict_list=per_rank_states, load_optimizer_states=True,
-                                         load_from_fp32_weights=engine.zero_load_from_fp32_weights(),
-                                         checkpoint_folder=None, load_serial=None,
-                                         param_shapes=engine._get_zero_param_shapes())
-    elif engine.fp16_enabled() or engine.bfloat16_enabled():
-        engine.optimizer.load_state_dict(per_rank_states[rank], load_optimizer_states=True)
-    else:
-        engine.optimizer.load_state_dict(per_rank_states[rank])
+__all__ = ["FORMAT", "FORMATS", "load_checkpoint", "is_training_checkpoint", "cpu_state_dict", "weights_state",
+           "restore_weights", "LEGACY_RENAMES", "rename_legacy_keys", "trainable_state_dict", "backbone_mismatch",
+           "check_backbone_identity", "describe_backbone", "RngState", "capture_rng_state", "restore_rng_state",
+           "create_checkpoint"]

@@ -1,8 +1,12 @@
 """Process-group set-up and the few collectives the engine needs (CPU/gloo and GPU/NCCL alike)."""
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +36,6 @@ def prepare_accelerator_env() -> None:
     """Tell DeepSpeed to use its CPU accelerator on machines without CUDA (instead of guessing with a warning),
     keep its compiled helpers in this environment's own cache (another checkout's cache would make it rebuild
     them on every command), and silence the build chatter that is not ours to report."""
-    import logging
-    import sys
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
@@ -47,7 +49,7 @@ def setup_distributed() -> DistInfo:
     A plain ``python train.py`` becomes a one-process group, so every code path is the distributed one.
     """
     prepare_accelerator_env()
-    import deepspeed
+    import deepspeed   # deferred: heavy, and it reads the accelerator environment set just above
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=os.environ.get("MASTER_PORT", str(free_port())))
@@ -58,12 +60,15 @@ def setup_distributed() -> DistInfo:
     else:
         device, backend = torch.device("cpu"), "gloo"
     if not dist.is_initialized():
-        import contextlib
-        import io
         # DeepSpeed prints "DeepSpeed ... shm_comm_op built successfully" on every CPU command
         with contextlib.redirect_stdout(io.StringIO()):
             deepspeed.init_distributed(dist_backend=backend)
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device)
+
+
+def default_device() -> torch.device:
+    """The first GPU when there is one (single-process tools), else the CPU."""
+    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def world_size() -> int:
@@ -87,6 +92,25 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return tensor.tolist()
 
 
+def average_buffers(module: torch.nn.Module) -> None:
+    """Make the floating-point buffers (BatchNorm running mean and variance) of ``module`` the mean over all
+    processes, in place: each process updated them with its own clips only. Integer buffers (batch counters) are
+    the same everywhere and stay as they are."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return
+    buffers = [b for b in module.buffers() if b.is_floating_point()]
+    if not buffers:
+        return
+    flat = torch.cat([b.detach().reshape(-1).double() for b in buffers])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for buffer in buffers:
+        count = buffer.numel()
+        buffer.copy_(flat[offset:offset + count].view_as(buffer).to(buffer.dtype))
+        offset += count
+
+
 def all_gather_objects(obj: Any) -> list[Any]:
     """Every process's ``obj``, in rank order (one-process runs: ``[obj]``)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
@@ -102,7 +126,7 @@ def cleanup() -> None:
     failed in ``deepspeed.initialize`` with "Group ... is not registered")."""
     if not dist.is_initialized():
         return
-    import deepspeed.comm as ds_comm
+    import deepspeed.comm as ds_comm   # deferred: heavy, and only needed when DeepSpeed set the group up
     if ds_comm.is_initialized():
         ds_comm.destroy_process_group()
     else:

@@ -1,4 +1,5 @@
-"""Run logging: a log file plus console on the main process, JSON-lines metrics, TensorBoard."""
+"""Run logging: a log file plus console on the main process, JSON-lines metrics, TensorBoard, Markdown tables,
+training curves."""
 from __future__ import annotations
 
 import json
@@ -6,7 +7,8 @@ import logging
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+from tqdm import tqdm
 
 LOGGER_NAME = "side4video"
 
@@ -38,7 +40,6 @@ def progress_bar(interval: float | None = None, **kwargs):
     """A tqdm bar that redraws live on a terminal and writes a line only every ``interval`` seconds (default 60)
     into a log file or CI output. Update its postfix with ``set_postfix(..., refresh=False)``: a refreshing
     postfix would redraw at every step whatever the interval."""
-    from tqdm import tqdm
     interactive = sys.stderr.isatty()
     every = interval if interval is not None else PROGRESS_INTERVAL_S
     return tqdm(dynamic_ncols=interactive, mininterval=0.1 if interactive else every,
@@ -91,7 +92,7 @@ class TensorBoard:
     def __init__(self, log_dir: Path | None, enabled: bool):
         self.writer = None
         if enabled and log_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter   # deferred: heavy; only when TensorBoard logging is on
             self.writer = SummaryWriter(str(log_dir))
 
     def scalars(self, step: int, **values: float | None) -> None:
@@ -104,3 +105,50 @@ class TensorBoard:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def plot_curves(metrics_path: str | Path, out_path: str | Path) -> None:
+    """Training loss and validation top-1/top-5 per epoch from ``metrics.jsonl``."""
+    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    import matplotlib   # deferred: a heavy import that only the end of a run needs
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt   # deferred: a heavy import only plots need
+    epochs = [r["epoch"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(epochs, [r["train_loss"] for r in rows], marker="o")
+    left.set_xlabel("epoch")
+    left.set_ylabel("train loss")
+    for key in ("val_top1", "val_top5"):
+        points = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
+        if points:
+            right.plot(*zip(*points), marker="o", label=key)
+    right.set_xlabel("epoch")
+    right.set_ylabel("accuracy (%)")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+
+
+def format_number(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table (readable in a terminal, pasteable into a README); numbers right-aligned."""
+    cells = [[format_number(v) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    numeric = [all(isinstance(row[i], (int, float)) or row[i] is None for row in rows) for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        return "| " + " | ".join(v.rjust(w) if num else v.ljust(w)
+                                 for v, w, num in zip(values, widths, numeric)) + " |"
+
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric)) + "|"
+    return "\n".join([line(headers), rule] + [line(row) for row in cells])

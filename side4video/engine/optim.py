@@ -64,7 +64,7 @@ def param_groups(model: nn.Module, weight_decay: float, *, decay_all: bool = Fal
     return [groups[key] for key in sorted(groups)]
 
 
-def build_optimizer(model: nn.Module, solver, *, lr_mult: Mapping[str, float] | None = None,
+def create_optimizer(model: nn.Module, solver, *, lr_mult: Mapping[str, float] | None = None,
                     prefix: str = "") -> torch.optim.Optimizer:
     """AdamW or SGD over :func:`param_groups`; ``foreach`` kernels (one launch for all tensors of a group) on every
     device, ``fused`` AdamW on CUDA."""
@@ -102,5 +102,5 @@ def lr_factor_fn(solver, steps_per_epoch: int) -> Callable[[int], float]:
     return factor
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, solver, steps_per_epoch: int):
+def create_scheduler(optimizer: torch.optim.Optimizer, solver, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor_fn(solver, steps_per_epoch))

@@ -1,31 +1,65 @@
-"""``test.py``: multi-view testing of a checkpoint, with results a paper table and a fusion script can use."""
+"""``test.py``: multi-view testing of a checkpoint, with results a paper table and a fusion script can use.
+
+The results folder is named by everything that changes the result: the weights, the protocol (frames × crops ×
+clips), dense sampling, the view averaging, and — when they differ from the config the checkpoint was trained with —
+the test list, its root and the sampling settings (a short hash of them). So a second test never replaces the
+first; ``results.json`` records all of it.
+"""
 from __future__ import annotations
 
-import csv
+import hashlib
+import json
+import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from ..backbones import backbone_identity
+from ..data import ShardedEvalSampler, collate_eval, create_dataset, create_loader, resolve_protocol
 from ..errors import DataError
+from ..files import atomic_write_text
 from ..models import create_assembler
+from ..tasks import ScoreSet, create_task
 from .builders import backbone_from_config, load_trainable_weights, model_from_config
-from .checkpoint import FORMAT
+from .checkpoint import FORMATS
 from .distributed import setup_distributed
-from .evaluator import ScoreSet, collect_scores
 from .logging_utils import dump_json, setup_logging
-from .metrics import save_confusion
+
+# data keys whose value changes which frames and pixels a test scores (besides what the protocol name says)
+DATA_IDENTITY_KEYS = ("val_list", "val_root", "dataset", "sampling_protocol", "sampling", "dense_range",
+                      "sampling_rate", "three_crop", "scale_size", "input_size", "image_tmpl", "video_backend")
 
 
-def default_test_dir(weights: str | Path, protocol: str, *, dense: bool = False, average: str = "prob") -> Path:
-    """``<run>/test_<weights stem>_<protocol>[_dense][_logit]``: everything that changes the result is in the name,
-    so a second test with other weights or options never replaces the first."""
+def data_identity(data_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """What of a data section a test's result depends on (paths made absolute, the protocol resolved)."""
+    out = {key: data_cfg.get(key) for key in DATA_IDENTITY_KEYS}
+    for key in ("val_list", "val_root"):
+        if out[key]:
+            out[key] = os.path.abspath(str(out[key]))
+    if out.get("sampling_protocol"):
+        out["sampling_protocol"] = resolve_protocol(str(out["sampling_protocol"]), str(out.get("dataset") or ""))
+    return out
+
+
+def data_key(data_cfg: Mapping[str, Any], trained_with: Mapping[str, Any] | None) -> str | None:
+    """None when the test reads the data the checkpoint was validated on (or the checkpoint does not say), else a
+    short hash of the data settings."""
+    now = data_identity(data_cfg)
+    if not trained_with or data_identity(trained_with) == now:
+        return None
+    return hashlib.sha256(json.dumps(now, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def default_test_dir(weights: str | Path, protocol: str, *, dense: bool = False, average: str = "prob",
+                     data: str | None = None) -> Path:
+    """``<run>/test_<weights stem>_<protocol>[_dense][_logit][_<data hash>]``: everything that changes the result is
+    in the name, so a second test with other weights, options or data never replaces the first."""
     weights = Path(weights)
     run_dir = weights.parent.parent if weights.parent.name == "checkpoints" else weights.parent
     name = f"test_{weights.stem}_{protocol}" + ("_dense" if dense else "") + ("_logit" if average == "logit" else "")
-    return run_dir / name
+    return run_dir / (name + (f"_{data}" if data else ""))
 
 
 def save_scores(path: str | Path, scores: ScoreSet, class_names: list[str], protocol: str,
@@ -39,63 +73,74 @@ def save_scores(path: str | Path, scores: ScoreSet, class_names: list[str], prot
 
 def run_test(cfg, weights: str | Path, *, test_crops: int | None = None, test_clips: int | None = None,
              dense: bool = False, batch_size: int | None = None, max_views: int = 64, average: str = "prob",
-             output: str | Path | None = None) -> dict[str, Any]:
-    from ..data import ShardedEvalSampler, build_dataset, build_loader, collate_eval
+             output: str | Path | None = None, allow_other_backbone: bool = False,
+             trained_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Test ``weights`` with the config ``cfg``; ``trained_config``: the config the checkpoint stores (its data
+    section decides whether the folder name needs a data hash)."""
     dist = setup_distributed()
     crops = int(test_crops or cfg.data.test_crops)
     clips = int(test_clips or cfg.data.test_clips)
     assembler = create_assembler(cfg.network.assembler)
+    task = create_task(cfg)
     # built before the output folder exists: a protocol the sampler cannot give leaves nothing behind
-    dataset = build_dataset(cfg.data, "test", test_crops=crops, test_clips=clips, dense=dense or None, seed=cfg.seed,
-                            sampler=assembler.frame_sampler(cfg.data))
+    dataset = create_dataset(cfg.data, "test", test_crops=crops, test_clips=clips, dense=dense or None, seed=cfg.seed,
+                             sampler=assembler.frame_sampler(cfg.data))
     frames, protocol = assembler.test_protocol(cfg.data, crops, clips)   # e.g. 8x3x2, cluster8x3x1
-    out_dir = Path(output) if output else default_test_dir(weights, protocol, dense=dense, average=average)
-    log = setup_logging(out_dir, dist.is_main, "test.log")
+    trained_data = (trained_config or {}).get("data")
+    out_dir = Path(output) if output else default_test_dir(weights, protocol, dense=dense, average=average,
+                                                           data=data_key(cfg.data, trained_data))
     backbone = backbone_from_config(cfg, dist.device)
     model = model_from_config(cfg, backbone)
-    checkpoint = load_trainable_weights(model, weights, backbone, cfg)
+    log = setup_logging(None, dist.is_main)
+    checkpoint = load_trainable_weights(model, weights, backbone, cfg, allow_other_weights=allow_other_backbone,
+                                        log=log)
+    log = setup_logging(out_dir, dist.is_main, "test.log")
     model.to(dist.device).eval()
-    workers = int(cfg.data.workers)
-    loader = build_loader(dataset, batch_size=int(batch_size or cfg.data.batch_size),
-                          sampler=ShardedEvalSampler(len(dataset), dist.world_size, dist.rank), num_workers=workers,
-                          collate_fn=assembler.collate_fn(False) or collate_eval, pin_memory=dist.device.type == "cuda",
-                          persistent_workers=False)
+    loader = create_loader(dataset, batch_size=int(batch_size or cfg.data.batch_size),
+                           sampler=ShardedEvalSampler(len(dataset), dist.world_size, dist.rank),
+                           num_workers=int(cfg.data.workers), collate_fn=assembler.collate_fn(False) or collate_eval,
+                           pin_memory=dist.device.type == "cuda", persistent_workers=False)
     log.info(f"testing {weights} on {len(dataset)} videos, protocol {protocol} (frames x crops x clips), "
              f"{dist.world_size} process(es)")
     start = time.time()
-    scores = collect_scores(backbone, model, loader, dist.device, mean=cfg.data.mean, std=cfg.data.std,
-                            average=average, max_views_per_forward=max_views, precision=cfg.solver.precision,
-                            progress=dist.is_main and cfg.logging.progress, desc=f"test {protocol}",
-                            flip_permutation=dataset.flip_permutation(),
-                            assembler=assembler)
+    evaluation = task.evaluate(backbone, model, loader, device=dist.device, mean=cfg.data.mean, std=cfg.data.std,
+                               assembler=assembler, precision=cfg.solver.precision, average=average,
+                               max_views_per_forward=max_views, progress=dist.is_main and cfg.logging.progress,
+                               desc=f"test {protocol}", flip_permutation=dataset.flip_permutation(),
+                               progress_interval=float(cfg.logging.progress_interval))
     elapsed = time.time() - start
+    scores: ScoreSet = evaluation.details["scores"]
     if len(scores.labels) == 0:
         listed = "; ".join(f"{bad['video_id']}: {bad['reason']}" for bad in scores.unreadable[:3])
         raise DataError(f"{cfg.data.val_list}: none of the {len(dataset)} videos could be read ({listed}"
                         f"{' ...' if len(scores.unreadable) > 3 else ''}); nothing was evaluated")
-    metrics = scores.metrics(cfg.data.num_classes)
+    identity = data_identity(cfg.data)
     results = {
-        "top1": metrics["top1"], "top5": metrics["top5"], "mean_class_acc": metrics["mean_class_acc"],
-        "num_videos": int(len(scores.labels)), "num_views": int(scores.num_views), "protocol": protocol,
-        "crops": crops, "clips": clips, "frames": frames, "sampling": "dense" if dense else cfg.data.sampling,
-        "score_average": average, "unreadable": scores.unreadable,
-        "checkpoint": {"path": str(weights), "epoch": checkpoint.get("epoch"), "format": FORMAT if checkpoint.get("format") == FORMAT else "state_dict",
+        **{k: v for k, v in evaluation.metrics.items() if k != "unreadable"},
+        "protocol": protocol, "crops": crops, "clips": clips, "frames": frames,
+        "sampling": "dense" if dense else cfg.data.sampling, "score_average": average,
+        "data": {"list": identity["val_list"], "root": identity["val_root"],
+                 "sampling_protocol": identity["sampling_protocol"], "dense": bool(dense or cfg.data.sampling == "dense"),
+                 "dense_range": cfg.data.dense_range, "three_crop": cfg.data.three_crop,
+                 "scale_size": cfg.data.scale_size, "input_size": cfg.data.input_size},
+        "unreadable": scores.unreadable,
+        "checkpoint": {"path": str(weights), "epoch": checkpoint.get("epoch"),
+                       "format": checkpoint.get("format") if checkpoint.get("format") in FORMATS else "state_dict",
                        "backbone": backbone_identity(backbone), "head": cfg.network.head},
         "test_time_s": elapsed, "videos_per_s": len(scores.labels) / max(elapsed, 1e-9),
     }
+    if checkpoint.get("other_backbone"):
+        results["other_backbone"] = checkpoint["other_backbone"]   # allowed with --allow_other_backbone
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "results.json").write_text(dump_json(results))
+        atomic_write_text(out_dir / "results.json", dump_json(results))
         save_scores(out_dir / "scores.npz", scores, dataset.class_names, protocol, average)
-        save_confusion(metrics["confusion"], dataset.class_names, out_dir)
-        with open(out_dir / "per_class_accuracy.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["id", "name", "accuracy", "videos"])
-            for index, (name, acc) in enumerate(zip(dataset.class_names, metrics["per_class_acc"])):
-                writer.writerow([index, name, "" if acc is None else f"{acc:.2f}",
-                                 int(metrics["confusion"][index].sum())])
+        task.write_evaluation(evaluation, out_dir, class_names=dataset.class_names)
         log.info(f"{protocol}: top-1 {results['top1']:.2f}  top-5 {results['top5']:.2f}  mean class "
                  f"{results['mean_class_acc']:.2f}  on {results['num_videos']} videos"
                  + (f"; {len(scores.unreadable)} unreadable, excluded (listed in results.json)"
                     if scores.unreadable else "") + f"  -> {out_dir}")
     return results
+
+
+__all__ = ["DATA_IDENTITY_KEYS", "data_identity", "data_key", "default_test_dir", "save_scores", "run_test"]

@@ -15,8 +15,11 @@ import torch
 from torch import nn
 
 from ..backbones.frozen import FrozenEncoder
-from ..config.types import check_named_entry
+from ..registry import Registry
 from .inputs import SideInputs
+
+# name → clip assembler class (``network.assembler: {type: NAME, ...}``)
+ASSEMBLERS: Registry = Registry("clip assembler")
 
 
 def protocol_name(frames: int, crops: int, clips: int) -> str:
@@ -24,6 +27,7 @@ def protocol_name(frames: int, crops: int, clips: int) -> str:
     return f"{frames}x{crops}x{clips}"
 
 
+@ASSEMBLERS.register("tap")
 class TapAssembler:
     """The default: the frozen backbone runs once on the sampled frames; the model's layers are tapped.
 
@@ -53,22 +57,14 @@ class TapAssembler:
         return {}
 
 
-def _assemblers() -> dict[str, type]:
-    from .clustering import ClusterAssembler   # imported here: clustering builds on this module
-    return {"tap": TapAssembler, "cluster": ClusterAssembler}
-
-
 def check_assembler_spec(entry: dict) -> dict:
-    """``{type: NAME, ...}`` → checked (closest-name hints for the type and its arguments)."""
-    return {"type": entry.get("type"), **check_named_entry("clip assembler", _assemblers(), entry)}
+    """``{type: NAME, ...}`` → checked (closest-name hints for the type and its arguments, argument values)."""
+    return {"type": entry.get("type"), **ASSEMBLERS.check(entry)}
 
 
 def create_assembler(spec: Mapping[str, Any] | None):
     """The assembler a (checked) ``network.assembler`` spec names; the tap assembler for None."""
-    if not spec:
-        return TapAssembler()
-    kwargs = {k: v for k, v in dict(spec).items() if k != "type"}
-    return _assemblers()[spec["type"]](**kwargs)
+    return ASSEMBLERS.build(dict(spec)) if spec else TapAssembler()
 
 
 def model_inputs(backbone: FrozenEncoder, model: nn.Module, frames: torch.Tensor, assembler=None,
@@ -95,4 +91,4 @@ def run_model(backbone: FrozenEncoder, model: nn.Module, frames: torch.Tensor, a
     return torch.cat(outputs)
 
 
-__all__ = ["TapAssembler", "check_assembler_spec", "create_assembler", "model_inputs", "run_model"]
+__all__ = ["ASSEMBLERS", "protocol_name", "TapAssembler", "check_assembler_spec", "create_assembler", "model_inputs", "run_model"]

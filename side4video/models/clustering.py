@@ -20,13 +20,17 @@ The pure functions take numpy arrays (or anything ``np.asarray`` reads); :func:`
 """
 from __future__ import annotations
 
-from typing import Sequence
+import functools
+from typing import Annotated, Any, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from ..backbones.frozen import FrozenEncoder
-from .assembly import protocol_name
+from ..data.full_video import FullVideoSampler, collate_full_video, full_video_indices
+from ..errors import ConfigError
+from ..registry import Range
+from .assembly import ASSEMBLERS, protocol_name
 from .inputs import SideInputs
 
 METHODS = ("cumulative", "slope")
@@ -170,6 +174,7 @@ def cluster_frames(d, clusters: int, method: str = "cumulative") -> np.ndarray:
 
 
 # -- the clip assembler -------------------------------------------------------------------------------------
+@ASSEMBLERS.register("cluster")
 class ClusterAssembler:
     """Full-video clip assembler: every valid frame through the frozen backbone, K averaged pseudo-frames out.
 
@@ -217,30 +222,18 @@ class ClusterAssembler:
 
     def frame_sampler(self, data_cfg):
         """Whole videos (a dense stride, at most ``max_frames`` frames) instead of T sampled frames."""
-        from ..data.full_video import FullVideoSampler
         return FullVideoSampler(max_frames=self.max_frames, stride=self.stride, random_shift=data_cfg.random_shift)
 
     def collate_fn(self, train: bool):
         """Clips of different lengths, zero-padded with a mask (``[B, V, F_max]`` views stacked for evaluation)."""
-        import functools
-
-        from ..data.full_video import collate_full_video
         return collate_full_video if train else functools.partial(collate_full_video, stack_views=True)
 
-    def __init__(self, clusters: int = 8, method: str = "cumulative", feature_layer: int = 0,
-                 feature: str = "patch", chunk: int = 64, max_frames: int = 512, stride: int | None = None):
-        if not isinstance(clusters, int) or isinstance(clusters, bool) or clusters < 1:
-            raise ValueError(f"clusters must be a positive integer, got {clusters!r}")
-        if method not in METHODS:
-            raise ValueError(f"clustering method must be one of {METHODS}, got {method!r}")
-        if feature not in FEATURES:
-            raise ValueError(f"clustering feature must be one of {FEATURES}, got {feature!r}")
-        if not isinstance(chunk, int) or chunk < 1:
-            raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
-        if not isinstance(max_frames, int) or max_frames < 1:
-            raise ValueError(f"max_frames must be a positive integer, got {max_frames!r}")
-        if stride is not None and (not isinstance(stride, int) or stride < 1):
-            raise ValueError(f"stride must be a positive integer or None, got {stride!r}")
+    def __init__(self, clusters: Annotated[int, Range(1)] = 8, method: Literal["cumulative", "slope"] = "cumulative",
+                 feature_layer: int = 0, feature: Literal["patch", "cls", "tokens"] = "patch",
+                 chunk: Annotated[int, Range(1)] = 64, max_frames: Annotated[int, Range(1)] = 512,
+                 stride: Annotated[int, Range(1)] | None = None):
+        self.check_arguments(dict(clusters=clusters, method=method, feature=feature, chunk=chunk,
+                                  max_frames=max_frames, stride=stride))
         self.clusters = clusters
         self.method = method
         self.feature_layer = int(feature_layer)
@@ -249,6 +242,29 @@ class ClusterAssembler:
         self.max_frames = max_frames
         self.stride = stride
         self.last_bounds: list[np.ndarray] = []  # per video of the last batch: bounds [K, 2] over its valid frames
+
+    @staticmethod
+    def check_arguments(arguments: Mapping[str, Any]) -> None:
+        """The rules the constructor's annotations cannot state (called when the config loads, and again here)."""
+        clusters, max_frames = arguments.get("clusters", 8), arguments.get("max_frames", 512)
+        if not isinstance(clusters, int) or isinstance(clusters, bool) or clusters < 1:
+            raise ConfigError(f"clip assembler 'cluster': clusters must be a positive integer, got {clusters!r}")
+        if arguments.get("method", METHODS[0]) not in METHODS:
+            raise ConfigError(f"clip assembler 'cluster': method must be one of {', '.join(METHODS)}, got "
+                              f"{arguments['method']!r}")
+        if arguments.get("feature", FEATURES[0]) not in FEATURES:
+            raise ConfigError(f"clip assembler 'cluster': feature must be one of {', '.join(FEATURES)}, got "
+                              f"{arguments['feature']!r}")
+        for key in ("chunk", "max_frames"):
+            value = arguments.get(key, 1)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"clip assembler 'cluster': {key} must be a positive integer, got {value!r}")
+        stride = arguments.get("stride")
+        if stride is not None and (not isinstance(stride, int) or isinstance(stride, bool) or stride < 1):
+            raise ConfigError(f"clip assembler 'cluster': stride must be a positive integer or null, got {stride!r}")
+        if isinstance(max_frames, int) and clusters > max_frames:
+            raise ConfigError(f"clip assembler 'cluster': clusters ({clusters}) cannot exceed max_frames "
+                              f"({max_frames}): every cluster would hold a repeated frame")
 
     # -- what the data pipeline needs ----------------------------------------------------------------------
     @property
@@ -267,7 +283,6 @@ class ClusterAssembler:
 
     def frame_indices(self, num_frames: int, rng: np.random.Generator | None = None) -> np.ndarray:
         """The 0-based frame indices to decode from a video of ``num_frames`` frames."""
-        from ..data.full_video import full_video_indices
         return full_video_indices(num_frames, self.max_frames, self.stride, rng=rng)
 
     def spec(self) -> dict:

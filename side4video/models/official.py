@@ -86,6 +86,8 @@ from typing import Any, Mapping
 
 import torch
 
+from ..backbones.factory import backbone_identity
+from ..backbones.weights import convert_to_model_keys
 from ..errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -293,7 +295,6 @@ def compare_backbone(state: Mapping[str, torch.Tensor], backbone, source: str = 
     OpenAI names as they are, BAAI EVA names through timm's filter). Raises a CheckpointError naming the first
     tensor (in checkpoint order) whose shape, or values beyond the tolerance of this module's docstring, differ.
     Returns ``{"compared": n, "ignored": [official keys without a counterpart in the frozen backbone]}``."""
-    from ..backbones.weights import convert_to_model_keys
     official = {k: v for k, v in state.items()
                 if k.startswith("visual.") and not _SIDE_KEY.match(k) and isinstance(v, torch.Tensor)}
     if not official:
@@ -382,7 +383,6 @@ def convert_official_checkpoint(checkpoint: Mapping[str, Any], backbone, source:
     converted: dict[str, Any] = {"model": ours, "epoch": epoch, "head": "side4video", "num_classes": num_classes,
                                  "official": details}
     if report["compared"]:
-        from ..backbones import backbone_identity
         converted["backbone"] = backbone_identity(backbone)
     _log_conversion(details, info.arch, len(state))
     return converted

@@ -30,7 +30,8 @@ from torch import nn
 
 from ..backbones.frozen import BackboneInfo, LayerSpec, select_layers
 from ..errors import ConfigError
-from ..modules import BlockContext, SLOTS, TokenBatchNorm, build_side_module, module_plan, residual_init_std
+from ..modules import (SLOTS, BlockContext, TokenBatchNorm, create_side_module, check_side_module_spec, module_plan,
+                       residual_init_std)
 from ..modules.norm import checkpoint_without_double_updates
 from ..modules.functional import recomputed_linear
 from .inputs import SideInputs
@@ -217,7 +218,6 @@ def default_num_heads(dim: int) -> int:
 def default_module_specs(temporal_module: str | None, side_modules: Sequence[Mapping[str, Any]] = ()) -> list[dict]:
     """The ``temporal_module`` shorthand (a module before attention in every block; ``none``: nothing) followed by
     the explicit ``side_modules`` entries, as checked specs."""
-    from ..modules import check_side_module_spec
     specs: list[dict] = []
     if temporal_module and temporal_module != "none":
         specs.append(check_side_module_spec({"type": temporal_module, "slot": "pre_attn", "blocks": "all"}))
@@ -269,7 +269,7 @@ class SideNetwork(nn.Module):
         blocks = []
         for index, rate in enumerate(rates):
             provided = {"post_norm": norm == "post", "sync_bn": sync_bn, "drop_path": rate, "recompute": recompute}
-            modules = {slot: [build_side_module(spec, side_dim, provided) for spec in plan[index][slot]]
+            modules = {slot: [create_side_module(spec, side_dim, provided) for spec in plan[index][slot]]
                        for slot in SLOTS}
             blocks.append(SideBlock(side_dim, num_heads, mlp_ratio=mlp_ratio, norm=norm, drop_path=rate,
                                     sync_bn=sync_bn, recompute=recompute, modules=modules))

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..registry import Registry
+
 SLOTS = ("pre_attn", "post_attn", "post_mlp")
 
 
@@ -84,4 +86,7 @@ def residual_init_std(dim: int, num_blocks: int) -> float:
     return dim ** -0.5 * (2 * max(num_blocks, 1)) ** -0.5 if dim > 0 else 0.0
 
 
-__all__ = ["SLOTS", "BlockContext", "SideModule", "VideoSideModule", "residual_init_std"]
+# name → side module class; ``dim`` (the side width) is always given by the side network, never by a config
+SIDE_MODULES: Registry[SideModule] = Registry("side module", base=SideModule, skip=("dim",))
+
+__all__ = ["SIDE_MODULES", "SLOTS", "BlockContext", "SideModule", "VideoSideModule", "residual_init_std"]

@@ -32,7 +32,8 @@ import math
 import torch
 from torch import nn
 
-from .base import BlockContext, VideoSideModule
+from ..errors import ConfigError
+from .base import BlockContext, SIDE_MODULES, VideoSideModule
 from .norm import TokenBatchNorm
 
 CALIBRATORS = "GTSL"   # calibrator letter → its channel group: its position in this string
@@ -43,6 +44,7 @@ def _norm_channels_first(norm: TokenBatchNorm, v: torch.Tensor) -> torch.Tensor:
     return norm(v.movedim(1, -1)).movedim(-1, 1)
 
 
+@SIDE_MODULES.register("gc")
 class GroupContextualization(VideoSideModule):
     """GC's four efficient calibrators (ECal-G/T/S/L) on C/4 channel groups, gates scaled by ``gate_scale``."""
 
@@ -54,13 +56,13 @@ class GroupContextualization(VideoSideModule):
         super().__init__()
         if not isinstance(calibrators, str) or not calibrators or any(c not in CALIBRATORS for c in calibrators) \
                 or len(set(calibrators)) != len(calibrators):
-            raise ValueError(f"GC calibrators must be a non-empty subset of the letters {CALIBRATORS!r} without "
+            raise ConfigError(f"GC calibrators must be a non-empty subset of the letters {CALIBRATORS!r} without "
                              f"repeats, got {calibrators!r}")
         if isinstance(gate_scale, bool) or not isinstance(gate_scale, (int, float)) or not math.isfinite(gate_scale) \
                 or gate_scale <= 0:
-            raise ValueError(f"GC gate_scale must be a positive number, got {gate_scale!r}")
+            raise ConfigError(f"GC gate_scale must be a positive number, got {gate_scale!r}")
         if dim < len(CALIBRATORS):
-            raise ValueError(f"GC needs at least {len(CALIBRATORS)} channels (4 groups of C // 4), got dim={dim}")
+            raise ConfigError(f"GC needs at least {len(CALIBRATORS)} channels (4 groups of C // 4), got dim={dim}")
         cg = dim // len(CALIBRATORS)
         self.dim = dim
         self.group = cg

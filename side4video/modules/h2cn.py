@@ -20,16 +20,21 @@ is not causal: frame t sees t+1.
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import BlockContext, SideModule
+from ..errors import ConfigError
+from ..registry import Range
+from .base import BlockContext, SIDE_MODULES, SideModule
 from .norm import TokenBatchNorm
 
 
+@SIDE_MODULES.register("h2cn")
 class HourglassChannelGate(SideModule):
     """CHGC: a per-(b, t, c) channel gate from hourglass temporal triplets of channel-reduced features."""
 
@@ -37,15 +42,15 @@ class HourglassChannelGate(SideModule):
     default_slot = "pre_attn"
     default_blocks = "all"
 
-    def __init__(self, dim: int, *, reduction: int = 16, gate_scale: float = 2.0, sync_bn: bool = False):
+    def __init__(self, dim: int, *, reduction: Annotated[int, Range(1)] = 16, gate_scale: float = 2.0, sync_bn: bool = False):
         super().__init__()
         if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
-            raise ValueError(f"H2CN reduction must be a positive integer, got {reduction!r}")
+            raise ConfigError(f"H2CN reduction must be a positive integer, got {reduction!r}")
         if isinstance(gate_scale, bool) or not isinstance(gate_scale, (int, float)) or not math.isfinite(gate_scale) \
                 or gate_scale <= 0:
-            raise ValueError(f"H2CN gate_scale must be a positive number, got {gate_scale!r}")
+            raise ConfigError(f"H2CN gate_scale must be a positive number, got {gate_scale!r}")
         if dim < 1:
-            raise ValueError(f"H2CN needs a positive width, got dim={dim}")
+            raise ConfigError(f"H2CN needs a positive width, got dim={dim}")
         reduced = max(1, dim // reduction)
         self.dim = dim
         self.reduced = reduced

@@ -18,15 +18,20 @@ default; name the blocks in the config (``blocks: all`` or ``[0]``) there.
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-from .base import BlockContext, SideModule
+from ..errors import ConfigError
+from ..registry import Range
+from .base import BlockContext, SIDE_MODULES, SideModule
 from .norm import TokenBatchNorm
 
 
+@SIDE_MODULES.register("nonlocal")
 class NonLocalBlock(SideModule):
     """Embedded-Gaussian non-local block over space-time, zero-initialised output BN (identity at init)."""
 
@@ -34,17 +39,17 @@ class NonLocalBlock(SideModule):
     default_slot = "post_attn"
     default_blocks = 2
 
-    def __init__(self, dim: int, *, reduction: int = 2, sub_sample: bool = True, sync_bn: bool = False,
+    def __init__(self, dim: int, *, reduction: Annotated[int, Range(1)] = 2, sub_sample: bool = True, sync_bn: bool = False,
                  drop_path: float = 0.0):
         super().__init__()
         if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
-            raise ValueError(f"non-local reduction must be a positive integer, got {reduction!r}")
+            raise ConfigError(f"non-local reduction must be a positive integer, got {reduction!r}")
         if dim // reduction < 1:
-            raise ValueError(f"non-local reduction {reduction} leaves no channel of dim={dim}")
+            raise ConfigError(f"non-local reduction {reduction} leaves no channel of dim={dim}")
         if not isinstance(sub_sample, bool):
-            raise ValueError(f"non-local sub_sample must be true or false, got {sub_sample!r}")
+            raise ConfigError(f"non-local sub_sample must be true or false, got {sub_sample!r}")
         if not 0.0 <= drop_path < 1.0:
-            raise ValueError(f"non-local drop_path must be in [0, 1), got {drop_path!r}")
+            raise ConfigError(f"non-local drop_path must be in [0, 1), got {drop_path!r}")
         inner = dim // reduction
         self.dim = dim
         self.inner = inner

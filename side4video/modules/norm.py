@@ -13,6 +13,8 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+from torch.distributed.nn.functional import all_reduce
 
 
 _RECOMPUTING = threading.local()
@@ -32,7 +34,6 @@ def recomputing_forward() -> Iterator[None]:
 
 def checkpoint_without_double_updates(function, *args):
     """``torch.utils.checkpoint`` (non-reentrant) whose recomputation leaves BatchNorm running statistics alone."""
-    from torch.utils.checkpoint import checkpoint
     if torch.compiler.is_compiling():
         # torch.compile traces the checkpoint as one region and recomputes it from its graph, which does not
         # replay the statistics' update (it cannot trace a context_fn either)
@@ -85,7 +86,6 @@ class TokenBatchNorm(nn.BatchNorm1d):
         return out.view_as(x)
 
     def _global_batch_norm(self, flat: torch.Tensor) -> torch.Tensor:
-        from torch.distributed.nn.functional import all_reduce
         compute = flat.float()
         count = torch.full((1,), float(compute.shape[0]), device=compute.device)
         stats = all_reduce(torch.cat([compute.sum(0), (compute * compute).sum(0), count]))

@@ -17,11 +17,15 @@ Default placement: ``pre_attn`` of every block, the slot of Side4Video's tempora
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from timm.layers import DropPath
 from torch import nn
 
-from .base import BlockContext, VideoSideModule
+from ..errors import ConfigError
+from ..registry import Range
+from .base import BlockContext, SIDE_MODULES, VideoSideModule
 from .norm import TokenBatchNorm
 
 
@@ -36,6 +40,7 @@ def _norm_channels_first(norm: TokenBatchNorm, v: torch.Tensor) -> torch.Tensor:
     return norm(v.movedim(1, -1)).movedim(-1, 1)
 
 
+@SIDE_MODULES.register("r2plus1d")
 class R2Plus1DAdapter(VideoSideModule):
     """Residual (2+1)D conv adapter: spatial 1×3×3 → BN → ReLU → temporal 3×1×1 → zero-init BN, plus the input."""
 
@@ -43,16 +48,16 @@ class R2Plus1DAdapter(VideoSideModule):
     default_slot = "pre_attn"
     default_blocks = "all"
 
-    def __init__(self, dim: int, *, mid_channels: int | None = None, sync_bn: bool = False,
+    def __init__(self, dim: int, *, mid_channels: Annotated[int, Range(1)] | None = None, sync_bn: bool = False,
                  drop_path: float = 0.0):
         super().__init__()
         if dim < 1:
-            raise ValueError(f"(2+1)D adapter needs a positive width, got dim={dim}")
+            raise ConfigError(f"(2+1)D adapter needs a positive width, got dim={dim}")
         if mid_channels is not None and (isinstance(mid_channels, bool) or not isinstance(mid_channels, int)
                                          or mid_channels < 1):
-            raise ValueError(f"(2+1)D mid_channels must be a positive integer or null, got {mid_channels!r}")
+            raise ConfigError(f"(2+1)D mid_channels must be a positive integer or null, got {mid_channels!r}")
         if not 0.0 <= drop_path < 1.0:
-            raise ValueError(f"(2+1)D drop_path must be in [0, 1), got {drop_path!r}")
+            raise ConfigError(f"(2+1)D drop_path must be in [0, 1), got {drop_path!r}")
         mid = param_matched_mid_channels(dim, dim) if mid_channels is None else mid_channels
         self.dim = dim
         self.mid_channels = mid

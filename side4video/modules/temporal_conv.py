@@ -9,24 +9,29 @@ linear layers over channels, the depthwise temporal convolution a weighted sum o
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-from .base import BlockContext, SideModule, residual_init_std
+from ..errors import ConfigError
+from ..registry import Range
+from .base import BlockContext, SIDE_MODULES, SideModule, residual_init_std
 from .functional import recomputed_linear, temporal_depthwise
 from .norm import TokenBatchNorm
 
 
+@SIDE_MODULES.register("conv")
 class TemporalConv(SideModule):
     """The Side4Video temporal convolution branch, with its own BatchNorm and residual."""
 
-    def __init__(self, dim: int, *, ratio: float = 1.0, kernel_size: int = 3, post_norm: bool = False,
+    def __init__(self, dim: int, *, ratio: float = 1.0, kernel_size: Annotated[int, Range(1)] = 3, post_norm: bool = False,
                  sync_bn: bool = False, drop_path: float = 0.0, recompute: bool = False):
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"temporal conv kernel_size must be odd and positive, got {kernel_size}")
+            raise ConfigError(f"temporal conv kernel_size must be odd and positive, got {kernel_size}")
         hidden = int(dim * ratio)
         self.post_norm = post_norm
         self.recompute = recompute

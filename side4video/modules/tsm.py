@@ -9,14 +9,18 @@ attention's keys/values is shifted the same way before the attention's own [CLS]
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import nn
 
-from .base import BlockContext, SideModule
+from ..errors import ConfigError
+from ..registry import Range
+from .base import BlockContext, SIDE_MODULES, SideModule
 from .norm import TokenBatchNorm
 
 
-def temporal_shift(x: torch.Tensor, num_frames: int, fold_div: int = 8, online: bool = False) -> torch.Tensor:
+def temporal_shift(x: torch.Tensor, num_frames: int, fold_div: Annotated[int, Range(2)] = 8, online: bool = False) -> torch.Tensor:
     """Shift channel slices of ``x [B*T, ..., C]`` (frame-major rows) along time, zero-filled at the ends.
 
     Bi-directional: ``C // fold_div`` channels from frame t+1 and the next ``C // fold_div`` from t−1.
@@ -35,14 +39,15 @@ def temporal_shift(x: torch.Tensor, num_frames: int, fold_div: int = 8, online: 
     return out.reshape(x.shape)
 
 
+@SIDE_MODULES.register("tsm")
 class TemporalShift(SideModule):
     """TSM on the side block's residual branch: ``x + shift(BN(x))`` (post-norm: ``x + BN(shift(x))``)."""
 
-    def __init__(self, dim: int, *, fold_div: int = 8, online: bool = False, shift_cls: bool = False,
+    def __init__(self, dim: int, *, fold_div: Annotated[int, Range(2)] = 8, online: bool = False, shift_cls: bool = False,
                  post_norm: bool = False, sync_bn: bool = False):
         super().__init__()
         if fold_div < 2:
-            raise ValueError(f"TSM fold_div must be at least 2 (2/fold_div of the channels move), got {fold_div}")
+            raise ConfigError(f"TSM fold_div must be at least 2 (2/fold_div of the channels move), got {fold_div}")
         self.fold_div = fold_div
         self.online = online
         self.causal = online

@@ -21,16 +21,17 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ._common import add_config_arguments, load_tool_config
+from ..config import to_plain_dict
+from ..engine.builders import backbone_from_config, load_trainable_weights, model_from_config
+from ..engine.checkpoint import load_checkpoint
+from ..errors import CheckpointError
+from ..files import atomic_save
+from ..models import official
+from .common import add_config_arguments, load_tool_config, run_command
 
 
 def convert_official(checkpoint: str | Path, cfg, out: str | Path) -> dict[str, Any]:
     """Convert ``checkpoint`` for the model ``cfg`` builds and write it to ``out``; returns what was written."""
-    from ..config import to_plain_dict
-    from ..engine.builders import backbone_from_config, load_trainable_weights, model_from_config
-    from ..engine.checkpoint import atomic_save, load_checkpoint
-    from ..errors import CheckpointError
-    from ..models import official
     checkpoint, out = Path(checkpoint), Path(out)
     if out.resolve() == checkpoint.resolve():
         raise CheckpointError(f"--out {out} is the official checkpoint itself; write the conversion elsewhere")
@@ -51,14 +52,13 @@ def convert_official(checkpoint: str | Path, cfg, out: str | Path) -> dict[str, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m side4video.tools.convert_official",
+    parser = argparse.ArgumentParser(prog="side4video convert",
                                      description=__doc__.split("\n\n")[0],
                                      epilog="Key mapping and tolerances: side4video/models/official.py")
     parser.add_argument("checkpoint", metavar="CKPT", help="checkpoint written by the official train_vision.py")
     add_config_arguments(parser, required=True)
     parser.add_argument("--out", required=True, help="checkpoint to write, in this toolkit's format")
     args = parser.parse_args(argv)
-    from ..cli import run_command
 
     def body() -> int:
         logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -15,6 +15,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Sequence
+from ..backbones.tiny import TINY_CLIP_CONFIG, make_tiny_backbone
+from ..data.toy import generate_toy_dataset
+from ..engine.logging_utils import format_table
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = [("side4video", "configs/toy/toy_side4video.yaml", "Side4Video side network"),
@@ -56,9 +59,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--test_clips", type=int, default=2)
     args = parser.parse_args(argv)
     start = time.time()
-    from ..data.toy import generate_toy_dataset
-    from ._common import format_table
-    from .make_tiny_backbone import TINY_CLIP_CONFIG, make_tiny_backbone
     data = ROOT / args.data
     generate_toy_dataset(str(data))
     make_tiny_backbone(TINY_CLIP_CONFIG, data / "tiny_clip.safetensors")

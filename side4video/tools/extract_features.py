@@ -4,7 +4,7 @@
         [--layers all|every_other|K|i,j,k] [--pool cls|mean|tokens] [--test_crops 1] [--test_clips 1]
         [--shard_size 256] [--batch_size B] [--dtype float32|float16|bfloat16] [--opts ...]
 
-Videos are decoded, sampled and cropped exactly as test.py's 'test' split does (``build_dataset`` on LIST
+Videos are decoded, sampled and cropped exactly as test.py's 'test' split does (``create_dataset`` on LIST
 and DIR, with the config's frames and scale and the given crops x clips). Only the frozen backbone runs;
 no trainable weights are needed. Per video the tensor is
 
@@ -20,10 +20,16 @@ throughput) and ``labels.csv``. A shard and then its manifest are written atomic
 so a re-run skips complete shards and an interrupted run resumes to the same bytes as an uninterrupted
 one (only ``index.json``'s throughput differs). With several processes (torchrun, or
 scripts/extract_features.sh with GPUS=N) rank r extracts shards r, r+W, ...; rank 0 writes ``index.json``.
+
+Views can coincide: crops when the scaled frame is barely larger than the crop (e.g. 10 crops of a 64 x 80
+frame at 64 px are 3 boxes, each also flipped), clips when a video is short. Every video's entry (manifest
+and index.json) records ``distinct_views``, counted from the view parameters (clip frame indices, crop box,
+flip); index.json's ``distinct_views`` sums them up, and one warning line says when some video repeats views.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import math
@@ -35,11 +41,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
 
-from ..cli import positive_int, run_command
+from ..backbones import backbone_identity
+from ..config import to_plain_dict
+from ..data import collate_eval, create_dataset, normalize_frames, read_annotation_list
+from ..data.transforms import TEST_CROP_CHOICES, eval_crop_geometry
+from ..engine.builders import backbone_from_config
+from ..engine.distributed import all_gather_objects, barrier, default_device, setup_distributed
+from ..engine.logging_utils import progress_bar
 from ..errors import DataError, InputNotFoundError
-from ._common import add_config_arguments, atomic_write_bytes, load_tool_config
+from ..files import atomic_write_bytes
+from ..models.assembly import TapAssembler, protocol_name
+from .common import add_config_arguments, load_tool_config, positive_int, run_command
 
 FORMAT = "side4video-features-v1"
 POOLS = ("cls", "mean", "tokens")
@@ -100,7 +115,6 @@ def frame_features(backbone, frames: torch.Tensor, spec: FeatureSpec, max_views:
                    assembler=None) -> torch.Tensor:
     """Normalised ``[B, V, T, 3, H, W]`` → ``[B, V, T, ...]`` features, at most ``max_views`` clips per forward,
     through the same clip assembly as training and testing."""
-    from ..models.assembly import TapAssembler
     assembler = assembler or TapAssembler()
     b, v, t = frames.shape[:3]
     clips = frames.flatten(0, 1)
@@ -151,7 +165,7 @@ def shard_is_complete(out: Path, shard: int, fingerprint: str) -> bool:
 def write_shard(out: Path, shard: int, tensors: dict[str, torch.Tensor], videos: list[dict], unreadable: list[dict],
                 fingerprint: str) -> None:
     """Tensors first, then the manifest that marks the shard complete; both atomically and deterministically."""
-    from safetensors.torch import save
+    from safetensors.torch import save   # deferred: only the shard writer needs it
     # one metadata entry: safetensors writes several in hash order, which would differ between runs
     metadata = {"side4video": json.dumps({"format": FORMAT, "shard": shard, "fingerprint": fingerprint},
                                          sort_keys=True)}
@@ -175,9 +189,7 @@ def shard_batches(pending: Sequence[int], shard_size: int, num_videos: int, batc
 
 def _rank_and_world() -> tuple[int, int, torch.device]:
     """The process group when launched with several processes; a plain run needs none (nor DeepSpeed)."""
-    from ._common import default_device
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from ..engine.distributed import setup_distributed
         info = setup_distributed()
         return info.rank, info.world_size, info.device
     return 0, 1, default_device()
@@ -196,16 +208,12 @@ def extract_features(cfg, list_file: str | Path, root: str | Path, out: str | Pa
                      workers: int | None = None, max_views: int = 64, progress: bool = True) -> dict[str, Any] | None:
     """Extract (or finish extracting) the features of every video of ``list_file``; returns index.json's content
     on rank 0 (None on other ranks)."""
-    from ..backbones import backbone_identity
-    from ..data import build_dataset, read_annotation_list
-    from ..engine.builders import backbone_from_config
-    from ..engine.distributed import all_gather_objects, barrier
 
     if shard_size < 1:
         raise ValueError(f"--shard_size must be positive, got {shard_size}")
     rank, world, device = _rank_and_world()
     records = read_annotation_list(str(list_file), num_classes=int(cfg.data.num_classes))
-    dataset = build_dataset(cfg.data, "test", test_crops=test_crops, test_clips=test_clips, seed=cfg.seed,
+    dataset = create_dataset(cfg.data, "test", test_crops=test_crops, test_clips=test_clips, seed=cfg.seed,
                             records=records, root=str(root))
     backbone = backbone_from_config(cfg, device)
     if spec.layers is not None:  # resolve 'all', K, negative indices ... once, for the shapes and the index
@@ -233,20 +241,139 @@ def extract_features(cfg, list_file: str | Path, root: str | Path, out: str | Pa
     index = build_index(out, cfg, dataset, identity, spec, settings, fingerprint, num_shards, per_rank)
     index["list"], index["root"] = str(list_file), str(root)
     atomic_write_bytes(out / "index.json", json.dumps(index, indent=1).encode())
+    warning = duplicate_views_warning(index, out)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     labels = "id,name\n" + "".join(f"{i},{_csv(name)}\n" for i, name in enumerate(dataset.class_names))
     atomic_write_bytes(out / "labels.csv", labels.encode())
     return index
+
+
+# -- views that coincide ----------------------------------------------------------------------------------------
+def distinct_view_count(clip_indices: np.ndarray, crop_geometry: Sequence[tuple[int, int, bool]]) -> int:
+    """How many of a video's ``clips x crops`` views differ. A view is fixed by its clip's frame indices and its
+    crop (``(top, left, flipped)`` of an ``S x S`` box in the scaled frame, from ``eval_crop_geometry``); views
+    are every clip with every crop, so the distinct ones are the distinct clips times the distinct crops. Crops
+    coincide when the scaled frame is barely larger than the crop, clips when the video is short."""
+    clips = {tuple(row) for row in np.asarray(clip_indices).reshape(len(clip_indices), -1).tolist()}
+    return len(clips) * len(set(crop_geometry))
+
+
+class _ViewLog:
+    """What the dataset's sampler and view transform were given for the video being read (one per process)."""
+
+    def __init__(self) -> None:
+        self.clip_indices: np.ndarray | None = None
+        self.frame_size: tuple[int, int] | None = None
+
+
+class _Recorder:
+    """Base of the two wrappers below: everything not overridden is the wrapped object's."""
+
+    def __init__(self, inner: Any, log: _ViewLog):
+        self.inner, self.log = inner, log
+
+    def __getattr__(self, name: str) -> Any:
+        inner = self.__dict__.get("inner")
+        if inner is None or name.startswith("__"):  # unpickling in a worker looks up dunders before __init__ ran
+            raise AttributeError(name)
+        return getattr(inner, name)
+
+
+class _RecordingSampler(_Recorder):
+    """The dataset's frame sampler, noting the clip indices it returns."""
+
+    def test(self, num_frames: int, num_clips: int = 1) -> np.ndarray:
+        self.log.clip_indices = self.inner.test(num_frames, num_clips)
+        return self.log.clip_indices
+
+    def validation(self, num_frames: int) -> np.ndarray:
+        indices = self.inner.validation(num_frames)
+        self.log.clip_indices = np.asarray(indices)[None]
+        return indices
+
+
+class _RecordingViews(_Recorder):
+    """The dataset's test-view transform, noting the size of the frames it crops."""
+
+    def __call__(self, frames: torch.Tensor):
+        self.log.frame_size = (int(frames.shape[-2]), int(frames.shape[-1]))
+        return self.inner(frames)
+
+
+class _ViewCountingDataset(torch.utils.data.Dataset):
+    """The evaluation dataset, each readable sample with ``distinct_views`` added (None when unknown).
+
+    The dataset decodes and crops as usual; its sampler and view transform are wrapped (in a shallow copy) only to
+    note the clip indices and the frame size they see, from which the views' parameters follow without decoding
+    anything again."""
+
+    def __init__(self, dataset):
+        self.log = _ViewLog()
+        self.dataset = copy.copy(dataset)
+        self.dataset.sampler = _RecordingSampler(dataset.sampler, self.log)
+        self.dataset.transform = _RecordingViews(dataset.transform, self.log)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        self.log.clip_indices, self.log.frame_size = None, None
+        sample = self.dataset[index]
+        sample["distinct_views"] = None
+        views = self.dataset.transform.inner
+        if sample["valid"] and self.log.clip_indices is not None and self.log.frame_size is not None:
+            _, geometry = eval_crop_geometry(*self.log.frame_size, views.input_size, views.scale, views.num_crops,
+                                             views.three_crop)
+            sample["distinct_views"] = distinct_view_count(self.log.clip_indices, geometry)
+        return sample
+
+
+class _CollateWithViews:
+    """The evaluation collate, plus each sample's ``distinct_views`` (a class: DataLoader workers pickle it)."""
+
+    def __init__(self, collate):
+        self.collate = collate
+
+    def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.collate(samples)
+        batch["distinct_views"] = [sample.get("distinct_views") for sample in samples]
+        return batch
+
+
+def summarize_distinct_views(videos: Sequence[dict], requested: int) -> dict[str, Any]:
+    """index.json's ``distinct_views``: the requested views per video, the fewest and most distinct ones among the
+    extracted videos, and how many videos have coinciding views (videos of shards written without the count are
+    left out)."""
+    counts = [v["distinct_views"] for v in videos if v.get("distinct_views") is not None]
+    return {"requested": requested, "min": min(counts, default=None), "max": max(counts, default=None),
+            "videos_with_duplicates": sum(count < requested for count in counts)}
+
+
+def duplicate_views_warning(index: dict[str, Any], out: str | Path) -> str | None:
+    """One line saying how many videos repeat views, or None when every video's views all differ."""
+    summary, views = index["distinct_views"], index["views"]
+    requested = summary["requested"]
+    duplicated = [v for v in index["videos"] if v.get("distinct_views") is not None and v["distinct_views"] < requested]
+    if not duplicated:
+        return None
+    fewest = min(duplicated, key=lambda v: v["distinct_views"])
+    amount = "only" if summary["min"] == summary["max"] else "as few as"
+    noun = "view" if summary["min"] == 1 else "views"
+    return (f"{len(duplicated)} of {len(index['videos'])} videos have {amount} {summary['min']} distinct {noun} of the "
+            f"{requested} requested ({views['crops']} crops x {views['clips']} clips; e.g. {fewest['video_id']!r}): "
+            "crops coincide when the scaled frame is barely larger than the crop, clips when a video is short, and "
+            f"repeated views weigh more in a view average (per video: distinct_views in {Path(out) / 'index.json'})")
 
 
 def _extract_batches(dataset, batches: list[list[int]], backbone, spec: FeatureSpec, writer: "_ShardWriter", *,
                      cfg, device: torch.device, workers: int, max_views: int, progress: bool,
                      desc: str) -> dict[str, Any]:
     """Run the backbone over ``batches`` and hand every video to ``writer``; returns this process's throughput."""
-    from ..data import collate_eval, normalize_frames
-    from ..engine.logging_utils import progress_bar
-    # build_loader takes a sampler, not a batch sampler, and batches must stay inside a shard (see shard_batches)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers if batches else 0,
-                                         collate_fn=collate_eval, pin_memory=device.type == "cuda")
+    # create_loader takes a sampler, not a batch sampler, and batches must stay inside a shard (see shard_batches)
+    loader = torch.utils.data.DataLoader(_ViewCountingDataset(dataset), batch_sampler=batches,
+                                         num_workers=workers if batches else 0,
+                                         collate_fn=_CollateWithViews(collate_eval), pin_memory=device.type == "cuda")
     stats: dict[str, Any] = {"videos": 0, "frames": 0, "device": str(device)}
     start = time.perf_counter()
     with progress_bar(total=sum(len(b) for b in batches), desc=desc, unit="video", disable=not progress) as bar:
@@ -259,11 +386,12 @@ def _extract_batches(dataset, batches: list[list[int]], backbone, spec: FeatureS
                 readable = iter(frame_features(backbone, frames, spec, max_views))
                 stats["videos"] += int(frames.shape[0])
                 stats["frames"] += int(frames.shape[:3].numel())
-            for index, video_id, ok, label in zip(batch["index"].tolist(), batch["video_id"], valid.tolist(),
-                                                  batch["label"].tolist()):
+            for index, video_id, ok, label, distinct in zip(batch["index"].tolist(), batch["video_id"],
+                                                            valid.tolist(), batch["label"].tolist(),
+                                                            batch["distinct_views"]):
                 entry = {"index": index, "video_id": video_id, "label": int(label)}
                 if ok:
-                    writer.add(entry, next(readable))
+                    writer.add({**entry, "distinct_views": distinct}, next(readable))
                 else:
                     writer.add({**entry, "reason": _reason(batch, dataset.root, video_id)}, None)
                 bar.update(1)
@@ -303,8 +431,6 @@ class _ShardWriter:
 def build_index(out: Path, cfg, dataset, identity: dict, spec: FeatureSpec, settings: dict, fingerprint: str,
                 num_shards: int, per_rank: list[dict]) -> dict[str, Any]:
     """index.json: global facts, then every video (from the shard manifests, all of which must exist)."""
-    from ..config import to_plain_dict
-    from ..models.assembly import protocol_name
     missing = [shard_name(s) for s in range(num_shards) if not (out / f"{shard_name(s)}.json").is_file()]
     if missing:
         raise DataError(f"{out}: shard(s) {missing[:5]} were not written; run the extraction again to finish")
@@ -324,6 +450,7 @@ def build_index(out: Path, cfg, dataset, identity: dict, spec: FeatureSpec, sett
         "protocol": protocol_name(frames, crops, clips), "shape": _shape_doc(spec),
         "num_videos": len(dataset), "num_extracted": len(videos), "shard_size": settings["shard_size"],
         "num_shards": num_shards, "shards": shards, "fingerprint": fingerprint, "class_names": dataset.class_names,
+        "distinct_views": summarize_distinct_views(videos, crops * clips),
         "config": config, "videos": videos, "unreadable": unreadable,
         "throughput": _throughput(per_rank, out),
     }
@@ -365,7 +492,7 @@ def read_index(out: str | Path) -> dict[str, Any]:
 
 def iter_features(out: str | Path, index: dict[str, Any] | None = None) -> Iterator[tuple[dict, torch.Tensor]]:
     """``(video entry, tensor)`` for every extracted video, in video order, one shard in memory at a time."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file   # deferred: only the shard reader needs it
     out = Path(out)
     index = index or read_index(out)
     loaded_file, tensors = None, {}
@@ -381,7 +508,7 @@ def iter_features(out: str | Path, index: dict[str, Any] | None = None) -> Itera
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m side4video.tools.extract_features",
+    parser = argparse.ArgumentParser(prog="side4video extract",
                                      description=__doc__.split("\n\n")[0],
                                      epilog="Resume an interrupted run with the same command. Launch several "
                                             "processes with scripts/extract_features.sh (GPUS=N).")
@@ -395,7 +522,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "written --layers=-1,)")
     parser.add_argument("--pool", choices=POOLS, default=None,
                         help="with --layers: cls token, mean of patch tokens, or all tokens (default: cls)")
-    from ..data.transforms import TEST_CROP_CHOICES
     parser.add_argument("--test_crops", type=int, default=None, choices=TEST_CROP_CHOICES,
                         help="spatial crops per clip (default: data.test_crops)")
     parser.add_argument("--test_clips", type=positive_int, default=None,

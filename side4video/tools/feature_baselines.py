@@ -5,7 +5,9 @@
         [--side_results test_dir/results.json] [--json]
 
 TRAIN_OUT and VAL_OUT are folders written by ``extract_features`` with the default output (final image
-embeddings ``[views, T, E]``). A video's feature is the mean over its views and frames.
+embeddings ``[views, T, E]``). A video's feature is the mean over its views and frames. The two folders must
+hold different videos: a validation video among the training features (the same id under the same root, e.g.
+one folder given twice) is an error.
 
 * ``linear``: standardised features (train statistics), multinomial logistic regression trained full-batch
   with L-BFGS (``--epochs`` iterations) on the CPU; the weight decay comes from a small sweep on a held-out
@@ -25,18 +27,25 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.tokenizer import SimpleTokenizer
 
-from ..engine.metrics import topk_accuracy
+from ..backbones import WeightMismatchError, backbone_identity, resolve_arch
+from ..engine.builders import backbone_from_config
+from ..engine.logging_utils import format_table
 from ..errors import DataError, InputNotFoundError
-from ..cli import run_command
-from ._common import add_config_arguments, default_device, format_table, load_tool_config, stdout_to_stderr
+from ..tasks.metrics import topk_accuracy
+from .common import add_config_arguments, default_device, load_tool_config, run_command, stdout_to_stderr
+from .extract_features import iter_features, read_index
+import numpy as np
 
 METHODS = ("linear", "knn", "zeroshot")
 KNN_TEMPERATURE = 0.07
@@ -65,7 +74,6 @@ class VideoFeatures:
 
 def load_video_features(folder: str | Path) -> VideoFeatures:
     """Read an ``extract_features`` folder of final embeddings; one mean vector per readable video."""
-    from .extract_features import iter_features, read_index
     index = read_index(folder)
     if index["feature"] != "embedding":
         raise DataError(f"{folder} holds layer tokens (--layers {index['layers']}, --pool {index['pool']}); the "
@@ -81,8 +89,28 @@ def load_video_features(folder: str | Path) -> VideoFeatures:
                          index, str(folder))
 
 
+def video_locations(features: VideoFeatures) -> list[str]:
+    """Where each video is: its id (the listed path) under the root it was extracted from, so that the same relative
+    id under another root counts as another video; the bare id when the index records no root."""
+    root = str(features.index.get("root") or "")
+    return [os.path.normpath(os.path.join(root, video_id)) for video_id in features.video_ids]
+
+
+def check_disjoint(train: VideoFeatures, val: VideoFeatures) -> None:
+    """No evaluated video may be among the training videos: a probe or kNN fitted on the videos it is scored on
+    measures memorisation, not the features (one folder given as both looked several times better than it is)."""
+    trained = set(video_locations(train))
+    shared = [video_id for video_id, where in zip(val.video_ids, video_locations(val)) if where in trained]
+    if shared:
+        same = Path(train.folder).resolve() == Path(val.folder).resolve()
+        raise DataError(f"--features {train.folder} and --val_features {val.folder} "
+                        + ("are the same folder: " if same else "overlap: ")
+                        + f"{len(shared)} of {len(val.video_ids)} validation videos are also training videos "
+                        f"(e.g. {shared[0]!r}); extract the training features from the training list")
+
+
 def check_pair(train: VideoFeatures, val: VideoFeatures) -> None:
-    """Both folders must come from the same backbone and label space."""
+    """Both folders must come from the same backbone and label space, and hold different videos."""
     if train.index["backbone_sha256"] != val.index["backbone_sha256"] or train.index["arch"] != val.index["arch"]:
         raise DataError(f"{train.folder} and {val.folder} come from different backbones "
                          f"({train.index['arch']} {str(train.index['backbone_sha256'])[:12]} vs "
@@ -91,6 +119,7 @@ def check_pair(train: VideoFeatures, val: VideoFeatures) -> None:
         raise DataError(f"{train.folder} and {val.folder} have different class lists")
     if train.features.shape[1] != val.features.shape[1]:
         raise DataError(f"feature widths differ: {train.features.shape[1]} vs {val.features.shape[1]}")
+    check_disjoint(train, val)
 
 
 def accuracy(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -185,15 +214,11 @@ def class_prompts(name: str, templates: Sequence[str] = PROMPT_TEMPLATES) -> lis
 
 def tokenizer_for(arch: str):
     """open_clip's tokenizer for the backbone; the CLIP BPE vocabulary ships with open_clip (nothing downloaded)."""
-    import open_clip
-
-    from ..backbones import resolve_arch
     spec = resolve_arch(arch)
     text_cfg = spec.model_cfg.get("text_cfg", {})
     if text_cfg.get("hf_tokenizer_name"):
         raise DataError(f"{arch}: text towers with Hugging Face tokenizers are not supported")
     if spec.config_path is not None:  # a JSON config: open_clip does not know the name
-        from open_clip.tokenizer import SimpleTokenizer
         return SimpleTokenizer(context_length=int(text_cfg.get("context_length", 77)),
                                **text_cfg.get("tokenizer_kwargs", {}))
     return open_clip.get_tokenizer(spec.name)
@@ -212,10 +237,8 @@ def text_classifier(backbone, class_names: Sequence[str], tokenizer,
     return torch.stack(weights).cpu()
 
 
-def build_text_backbone(cfg):
+def create_text_backbone(cfg):
     """The backbone with its text tower, or ``(None, reason)`` when these weights have none."""
-    from ..backbones import WeightMismatchError
-    from ..engine.builders import backbone_from_config
     try:
         backbone = backbone_from_config(cfg, default_device(), keep_text_tower=True)
     except WeightMismatchError as exc:
@@ -230,11 +253,10 @@ def build_text_backbone(cfg):
 
 def zeroshot(cfg, val: VideoFeatures) -> dict[str, Any]:
     """CLIP zero-shot accuracy of the val features, or a row that says why it was skipped."""
-    from ..backbones import backbone_identity
     if all(name.isdigit() for name in val.class_names):
         return {"method": "CLIP zero-shot", "top1": None, "top5": None,
                 "skipped": f"{val.folder} has no class names (extracted without data.label_list)"}
-    backbone, reason = build_text_backbone(cfg)
+    backbone, reason = create_text_backbone(cfg)
     if backbone is None:
         return {"method": "CLIP zero-shot", "top1": None, "top5": None, "skipped": reason}
     identity = backbone_identity(backbone)
@@ -262,7 +284,6 @@ def side_network_row(path: str | Path, val: VideoFeatures | None = None) -> dict
     if val is not None:
         scores = path.with_name("scores.npz")
         if scores.is_file():
-            import numpy as np
             with np.load(scores, allow_pickle=False) as data:
                 tested = {str(v) for v in data["video_ids"]}
             extracted = set(val.video_ids)
@@ -321,7 +342,7 @@ def print_report(result: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m side4video.tools.feature_baselines",
+    parser = argparse.ArgumentParser(prog="side4video baselines",
                                      description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n\n".join(__doc__.split("\n\n")[2:]))

@@ -9,7 +9,8 @@ them in different orders; by default every file must hold the same videos (``--i
 common ones, with a warning). The fused score is the weighted mean of the score arrays. The scores are
 already averaged over views, either softmax probabilities (test.py's default) or logits
 (``--average logit``): files that record it in a ``score_average`` field must agree, since a mean of
-probabilities and logits means nothing; files without the field are fused as they are.
+probabilities and logits means nothing; files without the field are fused as they are. A file with NaN or
+infinite scores (e.g. from a model that diverged) is refused, naming its first such video.
 
 Prints top-1 / top-5 / mean class accuracy of every input and of the fusion (``--json``: one JSON document
 instead) and writes the fused scores in the same npz format (plus ``sources`` and ``fusion_weights``).
@@ -26,10 +27,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ..engine.metrics import summarize
+from ..tasks.metrics import summarize
 from ..errors import DataError, InputNotFoundError
-from ..cli import run_command
-from ._common import format_table
+from .common import run_command
+from ..engine.logging_utils import format_table
 
 REQUIRED_FIELDS = ("scores", "labels", "video_ids")
 
@@ -72,14 +73,30 @@ def read_scores(path: str | Path) -> ScoreFile:
     if len(set(ids)) != len(ids):
         duplicate = next(v for i, v in enumerate(ids) if v in ids[:i])
         raise DataError(f"{path}: video id {duplicate!r} appears more than once")
+    if not np.issubdtype(scores.dtype, np.number) or np.issubdtype(scores.dtype, np.complexfloating):
+        raise DataError(f"{path}: 'scores' must be real numbers, got dtype {scores.dtype}")
+    scores = scores.astype(np.float32)  # checked after the cast: a float64 beyond float32's range becomes inf
+    check_finite(path, scores, ids)
 
     def scalar(key: str) -> str | None:
         return str(data[key].reshape(-1)[0]) if key in data and data[key].size else None
 
-    return ScoreFile(path=path, scores=scores.astype(np.float32), labels=labels.astype(np.int64), video_ids=ids,
+    return ScoreFile(path=path, scores=scores, labels=labels.astype(np.int64), video_ids=ids,
                      indices=data["indices"].astype(np.int64) if "indices" in data else None,
                      class_names=[str(n) for n in data["class_names"].reshape(-1)] if "class_names" in data else None,
                      protocol=scalar("protocol"), score_average=scalar("score_average"))
+
+
+def check_finite(path: str, scores: np.ndarray, video_ids: Sequence[str]) -> None:
+    """Refuse NaN/inf scores: a NaN row has no meaningful arg-max, and the metrics disagree about it (top-1 counted
+    such a video as right, mean class accuracy as wrong), so any fusion containing it would be a wrong number."""
+    bad_rows = np.flatnonzero(~np.isfinite(scores).all(axis=1))
+    if bad_rows.size:
+        first = int(bad_rows[0])
+        values = scores[first][~np.isfinite(scores[first])]
+        raise DataError(f"{path}: non-finite scores ({', '.join(sorted({str(v) for v in values.tolist()}))}) for "
+                        f"{bad_rows.size} of {len(scores)} videos, first {video_ids[first]!r}; fusing them would give "
+                        "meaningless accuracies (re-run test.py for this model)")
 
 
 def check_compatible(files: Sequence[ScoreFile]) -> str | None:
@@ -135,9 +152,10 @@ def fuse(arrays: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
     w = np.asarray(weights, dtype=np.float64)
     if len(w) != len(arrays):
         raise DataError(f"{len(w)} weights for {len(arrays)} score files")
-    if (w < 0).any() or w.sum() <= 0:
-        raise DataError(f"weights must be non-negative with a positive sum, got {list(weights)}")
+    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise DataError(f"weights must be finite and non-negative with a positive sum, got {list(weights)}")
     total = sum(wi * a.astype(np.float64) for wi, a in zip(w, arrays))
+    # finite inputs (read_scores) and weights keep a weighted mean finite: it lies between the inputs' extremes
     return (total / w.sum()).astype(np.float32)
 
 

@@ -5,7 +5,7 @@
 
 The input is one video file, one frame folder (holding ``data.image_tmpl.format(1)``, e.g. ``img_00001.jpg``)
 or a folder searched recursively for video files (by extension). The videos go through the test pipeline
-itself: the found videos are handed to ``build_dataset(split='test')`` as records (same decoders, frame sampling,
+itself: the found videos are handed to ``create_dataset(split='test')`` as records (same decoders, frame sampling,
 crops and clips) and scored by ``collect_scores`` (per-view softmax, then the mean over views), so a video gets
 exactly the scores test.py gives it with the same config and views. Without ``--config`` the config stored in
 the checkpoint is used. Unreadable videos are reported one by one; the exit status is 1 when any was unreadable.
@@ -23,10 +23,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..cli import positive_int, run_command
-from ..data.lists import VideoRecord
+from ..data import ShardedEvalSampler, collate_eval, create_dataset, create_loader
+from ..data.lists import VIDEO_EXTENSIONS, VideoRecord, is_video_file
+from ..data.transforms import TEST_CROP_CHOICES
+from ..engine.builders import (backbone_from_config, config_for_checkpoint, load_trainable_weights,
+                               model_from_config)
+from ..engine.distributed import prepare_accelerator_env
 from ..errors import DataError, InputNotFoundError
-from ._common import add_config_arguments, default_device, stdout_to_stderr
+from ..models import create_assembler
+from ..tasks.views import collect_scores
+from .common import add_config_arguments, default_device, positive_int, run_command, stdout_to_stderr
 
 
 @dataclass
@@ -49,7 +55,6 @@ def count_frames(folder: Path, image_tmpl: str) -> int:
 
 def find_inputs(path: str | Path, image_tmpl: str) -> PredictInput:
     """A video file, a frame folder, or every video file under a folder (sorted)."""
-    from ..data.lists import VIDEO_EXTENSIONS, is_video_file
     path = Path(path)
     if path.is_file():
         if not is_video_file(path.name):
@@ -106,11 +111,6 @@ def predict(cfg, weights: str | Path, path: str | Path, *, topk: int = 5, test_c
 def score_videos(cfg, weights: str | Path, found: PredictInput, *, test_crops: int | None, test_clips: int | None,
                  average: str, batch_size: int | None, workers: int | None, max_views: int, progress: bool):
     """test.py's scoring of the found videos: ``(ScoreSet, class names)``."""
-    from ..data import ShardedEvalSampler, build_dataset, build_loader, collate_eval
-    from ..engine.builders import backbone_from_config, load_trainable_weights, model_from_config
-    from ..engine.distributed import prepare_accelerator_env
-    from ..engine.evaluator import collect_scores
-    from ..models import create_assembler
     prepare_accelerator_env()  # checkpoint loading imports DeepSpeed, which warns when it must guess the device
     device = default_device()
     backbone = backbone_from_config(cfg, device)
@@ -119,10 +119,10 @@ def score_videos(cfg, weights: str | Path, found: PredictInput, *, test_crops: i
     model.to(device).eval()
     # label 0 stands for "unknown": the records only carry paths to the test pipeline
     assembler = create_assembler(cfg.network.assembler)
-    dataset = build_dataset(cfg.data, "test", test_crops=test_crops, test_clips=test_clips, seed=cfg.seed,
+    dataset = create_dataset(cfg.data, "test", test_crops=test_crops, test_clips=test_clips, seed=cfg.seed,
                             records=found.records, root=found.root, sampler=assembler.frame_sampler(cfg.data))
     workers = min(int(cfg.data.workers if workers is None else workers), len(dataset) - 1)
-    loader = build_loader(dataset, batch_size=int(batch_size or cfg.data.batch_size),
+    loader = create_loader(dataset, batch_size=int(batch_size or cfg.data.batch_size),
                           sampler=ShardedEvalSampler(len(dataset)), num_workers=max(workers, 0),
                           collate_fn=assembler.collate_fn(False) or collate_eval)
     scores = collect_scores(backbone, model, loader, device, mean=cfg.data.mean, std=cfg.data.std,
@@ -145,7 +145,7 @@ def print_predictions(results: Sequence[dict[str, Any]]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m side4video.tools.predict", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="side4video predict", description=__doc__.split("\n\n")[0],
                                      epilog="Class names come from data.label_list; views default to the config's "
                                             "data.test_crops / data.test_clips, as in test.py.")
     parser.add_argument("input", metavar="VIDEO_OR_DIR", help="a video file, a frame folder, or a folder of videos")
@@ -153,7 +153,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--weights", required=True, help="trained checkpoint (checkpoints/best.pt); its stored "
                                                          "config is used when --config is left out")
     parser.add_argument("--topk", type=positive_int, default=5, help="classes shown per video (default: 5)")
-    from ..data.transforms import TEST_CROP_CHOICES
     parser.add_argument("--test_crops", type=int, default=None, choices=TEST_CROP_CHOICES,
                         help="spatial crops per clip (default: data.test_crops)")
     parser.add_argument("--test_clips", type=positive_int, default=None,
@@ -171,7 +170,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    from ..engine.builders import config_for_checkpoint
     # in --json mode, whatever libraries print goes to stderr; stdout carries the document only
     with stdout_to_stderr() if args.json else contextlib.nullcontext():
         cfg = config_for_checkpoint(args.weights, args.config, args.opts)

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from side4video.backbones import (WeightMismatchError, backbone_identity, create_backbone, describe_backbone,
                                   resolve_arch)
 from side4video.backbones.frozen import select_layers
-from tests.conftest import TINY_CLIP_JSON, TINY_EVA_JSON, tiny_open_clip, to_baai_eva_state_dict, \
+from tests.support import TINY_CLIP_JSON, TINY_EVA_JSON, tiny_open_clip, to_baai_eva_state_dict, \
     write_openai_torchscript
 
 IMAGES = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from data_helpers import PNG_TMPL, coded_frames, make_data_cfg, write_list
-from side4video.data import BadSampleTracker, TooManyUnreadableInputs, build_dataset, build_loader
+from side4video.data import BadSampleTracker, TooManyUnreadableInputs, create_dataset, create_loader
 from side4video.data import dataset as dataset_module
 from side4video.data.decoders import DecordReader, PyAVReader, VideoReadError
 from side4video.data.toy import write_frame_folder, write_video
@@ -87,7 +87,7 @@ def test_training_replaces_broken_videos_and_reports_them(tmp_path, broken_video
     names = list(reasons)
     list_file = write_list(tmp_path / "train.txt", [f"{name} 1" for name in names] + ["good.mp4 2"])
     cfg = make_data_cfg(train_root=str(root), train_list=list_file, video_backend=backend, max_retries=10)
-    ds = build_dataset(cfg, "train")
+    ds = create_dataset(cfg, "train")
     with caplog.at_level(logging.WARNING, logger="side4video.data.dataset"):
         samples = [ds[i] for i in range(len(names))]
     for name, sample in zip(names, samples):
@@ -103,7 +103,7 @@ def test_training_replaces_broken_videos_and_reports_them(tmp_path, broken_video
 def test_training_gives_up_after_max_retries(tmp_path, broken_videos):
     root, _ = broken_videos
     list_file = write_list(tmp_path / "train.txt", ["empty.mp4 0", "text.mp4 1"])
-    ds = build_dataset(make_data_cfg(train_root=str(root), train_list=list_file, max_retries=3), "train")
+    ds = create_dataset(make_data_cfg(train_root=str(root), train_list=list_file, max_retries=3), "train")
     with pytest.raises(TooManyUnreadableInputs, match=r"3 replacements are all unreadable.*empty.mp4.*text.mp4") \
             as error:
         ds[0]
@@ -116,8 +116,8 @@ def test_evaluation_marks_broken_videos_invalid(tmp_path, broken_videos, backend
     root, reasons = broken_videos
     list_file = write_list(tmp_path / "val.txt", ["good.mp4 0"] + [f"{name} 1" for name in reasons])
     cfg = make_data_cfg(val_root=str(root), val_list=list_file, video_backend=backend)
-    ds = build_dataset(cfg, "test", test_crops=3, test_clips=2)
-    batch = next(iter(build_loader(ds, batch_size=len(ds))))
+    ds = create_dataset(cfg, "test", test_crops=3, test_clips=2)
+    batch = next(iter(create_loader(ds, batch_size=len(ds))))
     bad = len(reasons)
     assert batch["frames"].shape == (1 + bad, 6, 4, 3, 32, 32)
     assert batch["valid"].tolist() == [True] + [False] * bad
@@ -133,8 +133,8 @@ def test_broken_frame_folders(tmp_path, broken_frames):
     list_file = write_list(tmp_path / "list.txt", list(lines))
     cfg = make_data_cfg(train_root=str(root), train_list=list_file, val_root=str(root), val_list=list_file,
                         max_retries=10)
-    val = build_dataset(cfg, "val")
-    train = build_dataset(cfg, "train")
+    val = create_dataset(cfg, "val")
+    train = create_dataset(cfg, "train")
     for index, reason in enumerate(lines.values()):
         sample = val[index]
         assert sample["valid"] == (reason is None)

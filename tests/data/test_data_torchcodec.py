@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from data_helpers import coded_frames, override
-from side4video.data import build_dataset, decoders
+from side4video.data import create_dataset, decoders
 from side4video.data.decoders import (VIDEO_BACKENDS, PyAVReader, TorchCodecReader, VideoReadError, open_reader,
                                       torchcodec_available, verify_video_file)
 from side4video.data.lists import VideoRecord
@@ -102,7 +102,7 @@ def test_dataset_does_not_treat_missing_ffmpeg_as_bad_videos(monkeypatch, videos
     """A ConfigError is not a VideoReadError: the sample is not silently replaced by another video."""
     monkeypatch.setattr(decoders, "torchcodec_available", lambda: (False, "simulated: libavutil missing"))
     for split in ("train", "val"):
-        dataset = build_dataset(override(videos_data, video_backend="torchcodec"), split, seed=0)
+        dataset = create_dataset(override(videos_data, video_backend="torchcodec"), split, seed=0)
         with pytest.raises(ConfigError, match="simulated: libavutil missing"):
             dataset[0]
 
@@ -158,8 +158,8 @@ def test_each_broken_video_gets_its_reason(torchcodec_ready, videos):
 
 def test_dataset_clips_equal_pyav_clips(torchcodec_ready, videos_data):
     for split in ("train", "val"):
-        with_pyav = build_dataset(override(videos_data, video_backend="pyav"), split, seed=0)
-        with_torchcodec = build_dataset(override(videos_data, video_backend="torchcodec"), split, seed=0)
+        with_pyav = create_dataset(override(videos_data, video_backend="pyav"), split, seed=0)
+        with_torchcodec = create_dataset(override(videos_data, video_backend="torchcodec"), split, seed=0)
         for index in range(len(with_pyav)):
             a, b = with_pyav[index], with_torchcodec[index]
             assert b["valid"] and b["errors"] == []

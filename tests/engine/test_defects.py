@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from side4video.cli import run_command
+from side4video.tools.common import run_command
 from side4video.errors import CheckpointError, ConfigError, DataError, Side4VideoError
 
 
@@ -42,7 +42,8 @@ def test_input_errors_are_one_line_and_bugs_keep_their_traceback(capsys):
 def test_every_user_error_class_is_a_side4video_error():
     from side4video.backbones import WeightMismatchError
     from side4video.data import TooManyUnreadableInputs
-    from side4video.engine.trainer import OutputInUse, TrainingDiverged
+    from side4video.engine.trainer import TrainingDiverged
+    from side4video.files import OutputInUse
     for cls in (WeightMismatchError, TooManyUnreadableInputs, TrainingDiverged, OutputInUse, ConfigError, DataError,
                 CheckpointError):
         assert issubclass(cls, Side4VideoError), cls
@@ -50,9 +51,9 @@ def test_every_user_error_class_is_a_side4video_error():
 
 def test_a_weight_file_of_another_architecture_is_one_line_from_test_py(tmp_path, capsys, quiet_random_weights,
                                                                         toy_data):
-    from side4video.cli import test_main
-    from side4video.tools.make_tiny_backbone import make_tiny_backbone
-    from tests.conftest import TINY_CLIP_JSON, TINY_EVA_JSON, write_toy_config
+    from side4video.tools.test import main as test_main
+    from side4video.backbones.tiny import make_tiny_backbone
+    from tests.support import TINY_CLIP_JSON, TINY_EVA_JSON, write_toy_config
     weights = make_tiny_backbone(TINY_EVA_JSON, tmp_path / "eva.safetensors")   # EVA weights, CLIP config
     checkpoint = tmp_path / "ckpt.pt"
     torch.save({"fc.weight": torch.zeros(8, 64)}, checkpoint)
@@ -68,7 +69,7 @@ def test_a_weight_file_of_another_architecture_is_one_line_from_test_py(tmp_path
 def test_input_size_that_the_backbone_cannot_take_is_a_config_error(quiet_random_weights):
     from side4video.config import load_config
     from side4video.engine.builders import backbone_from_config
-    from tests.conftest import TINY_CLIP_JSON
+    from tests.support import TINY_CLIP_JSON
     for size in (32, 48):
         cfg = load_config(None, ["data.num_classes=8", f"network.arch={TINY_CLIP_JSON}", "network.pretrained=false",
                                  f"data.input_size={size}"])
@@ -141,7 +142,7 @@ def test_results_json_is_strict_json():
 
 
 def test_stale_checkpoint_temporaries_are_removed(tmp_path):
-    from side4video.engine.checkpoint import remove_stale_temporaries
+    from side4video.files import remove_stale_temporaries
     dead = tmp_path / ".last.pt.tmp999999"      # no such process
     dead.write_bytes(b"half")
     mine = tmp_path / f".best.pt.tmp{__import__('os').getpid()}"
@@ -152,7 +153,7 @@ def test_stale_checkpoint_temporaries_are_removed(tmp_path):
 
 # -- data loss ----------------------------------------------------------------------------------------------------
 def test_a_second_run_on_the_same_output_is_refused(tmp_path):
-    from side4video.engine.trainer import OutputInUse, OutputLock
+    from side4video.files import OutputInUse, OutputLock
     first = OutputLock(tmp_path)
     first.acquire()
     try:
@@ -206,7 +207,7 @@ def test_progress_bars_write_little_into_log_files(monkeypatch):
 @pytest.mark.parametrize("bad", ["0", "-2", "x"])
 def test_command_line_counts_must_be_positive(flag, bad, capsys):
     """test.py refuses a count < 1 before anything runs (it used to become 1, the default, or fail later)."""
-    from side4video.cli import test_main
+    from side4video.tools.test import main as test_main
     with pytest.raises(SystemExit) as exit_info:
         test_main(["--weights", "missing.pt", flag, bad])
     assert exit_info.value.code == 2
@@ -216,10 +217,10 @@ def test_command_line_counts_must_be_positive(flag, bad, capsys):
 def test_a_test_set_where_no_video_can_be_read_is_an_error_not_nan(tmp_path, capsys, quiet_random_weights, toy_data):
     """Every listed frame folder is missing: test.py exits 1 with one line naming the list and the first reasons
     (it used to print top-1 nan and write NaN into results.json)."""
-    from side4video.cli import test_main
+    from side4video.tools.test import main as test_main
     from side4video.config import load_config
     from side4video.engine.builders import backbone_from_config, model_from_config
-    from tests.conftest import write_toy_config
+    from tests.support import write_toy_config
     listed = tmp_path / "gone.txt"
     listed.write_text("".join(f"val/gone{i} 24 {i}\n" for i in range(3)))
     config = write_toy_config(tmp_path / "cfg.yaml", toy_data, **{"data.val_list": str(listed)})

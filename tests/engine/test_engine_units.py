@@ -11,9 +11,10 @@ from dotmap import DotMap
 
 from side4video.backbones.frozen import BackboneInfo
 from side4video.config import load_config
-from side4video.engine.checkpoint import atomic_save, capture_rng_state, load_checkpoint, restore_rng_state
-from side4video.engine.evaluator import aggregate_views, forward_views
-from side4video.engine.metrics import confusion_matrix, summarize, topk_accuracy
+from side4video.engine.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
+from side4video.files import atomic_save
+from side4video.tasks.views import aggregate_views, forward_views
+from side4video.tasks.metrics import confusion_matrix, summarize, topk_accuracy
 from side4video.engine.optim import lr_factor_fn, param_groups
 from side4video.models import create_model
 
@@ -48,13 +49,13 @@ def test_lr_multipliers_by_prefix():
 
 def test_a_plugins_trainable_part_gets_optimizer_groups_of_its_own():
     """Same lr multiplier as the model (1.0) and still its own groups, with the plugin's weight decay."""
-    from side4video.engine.optim import build_optimizer
-    from side4video.engine.plugins import TrainableParts
+    from side4video.engine.optim import create_optimizer
+    from side4video.plugins import TrainableParts
     model = create_model("side4video", TINY, 5, side_dim=32)
     block = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
     trainable = TrainableParts(model, {"svmix": block}, weight_decay={"svmix": 0.5})
     solver = load_config(None, ["data.num_classes=5", "solver.weight_decay=0.05"]).solver
-    optimizer = build_optimizer(trainable, solver, lr_mult={"parts.svmix": 1.0}, prefix="model.")
+    optimizer = create_optimizer(trainable, solver, lr_mult={"parts.svmix": 1.0}, prefix="model.")
     block_ids = {id(p) for p in block.parameters()}
     own = [g for g in optimizer.param_groups if {id(p) for p in g["params"]} <= block_ids]
     mixed = [g for g in optimizer.param_groups if {id(p) for p in g["params"]} & block_ids
@@ -107,7 +108,7 @@ def test_view_scores_softmax_then_mean_by_hand():
 
 def test_views_are_chunked_without_changing_scores(quiet_random_weights):
     from side4video.backbones import create_backbone
-    from tests.conftest import TINY_CLIP_JSON
+    from tests.support import TINY_CLIP_JSON
     torch.manual_seed(0)
     backbone = create_backbone(TINY_CLIP_JSON, pretrained=False)
     model = create_model("side4video", backbone.info, 4, side_dim=32).eval()
@@ -145,7 +146,7 @@ def test_deepspeed_config_comes_from_the_yaml():
 
 def test_flipped_views_are_mapped_back_before_averaging():
     """10-crop testing flips half the views: a flipped 'moving left' view votes for 'moving right'."""
-    from side4video.engine.evaluator import collect_scores
+    from side4video.tasks.views import collect_scores
 
     class FixedLogits(torch.nn.Module):
         backbone_layers, needs_embedding = [], False

@@ -5,8 +5,8 @@ import pytest
 import torch
 from dotmap import DotMap
 
-from side4video.engine.plugins import (EmaPlugin, MixupPlugin, PluginContext, TrainBatch, build_plugins,
-                                       classification_loss)
+from side4video.plugins import EmaPlugin, MixupPlugin, PluginContext, create_plugins
+from side4video.tasks import TrainBatch, classification_loss
 
 
 def _context(model, num_classes=4):
@@ -96,11 +96,14 @@ def test_ema_weights_equal_the_formula_after_n_steps():
 def test_the_config_builds_the_plugins_it_lists():
     solver = DotMap(plugins=[{"type": "ema", "decay": 0.99}], mixup=0.8, cutmix=1.0, mix_prob=1.0,
                     mix_switch_prob=0.5, smoothing=0.1)
-    plugins = build_plugins(DotMap(solver=solver))
+    plugins = create_plugins(DotMap(solver=solver))
     assert [p.name for p in plugins] == ["mixup", "ema"] and plugins[1].decay == 0.99
-    assert plugins[0].options["cutmix_alpha"] == 1.0 and plugins[0].options["label_smoothing"] == 0.1
+    assert plugins[0].options["cutmix_alpha"] == 1.0
+    plugins[0].setup(PluginContext(cfg=DotMap(solver=solver), model=None, backbone=None, assembler=None,
+                                   num_classes=4, device=torch.device("cpu")))
+    assert plugins[0].mixup.label_smoothing == 0.1, "the implicit mixup plugin smooths as solver.smoothing says"
     with pytest.raises(Exception, match="more than once"):
-        build_plugins(DotMap(solver=DotMap(solver.toDict(), plugins=[{"type": "ema"}, {"type": "ema"}])))
+        create_plugins(DotMap(solver=DotMap(solver.toDict(), plugins=[{"type": "ema"}, {"type": "ema"}])))
 
 
 def test_classification_loss_smooths_hard_labels_and_takes_soft_targets_as_they_are():
@@ -125,7 +128,7 @@ def test_test_py_evaluates_the_weights_validation_scored():
 
 def test_two_plugins_that_each_provide_the_validated_model_are_refused_at_set_up():
     """The checkpoint keeps the validated weights once (eval_model): which plugin's they are must be unambiguous."""
-    from side4video.engine.plugins import set_up_plugins, validation_model
+    from side4video.plugins import set_up_plugins, validation_model
     from side4video.errors import ConfigError
     model = torch.nn.Linear(3, 4)
     first, second = EmaPlugin(decay=0.9), EmaPlugin(decay=0.5)

@@ -7,7 +7,7 @@ import torch
 
 from side4video.backbones import describe_backbone
 from side4video.config import load_config
-from side4video.data import build_dataset
+from side4video.data import create_dataset
 from side4video.data.transforms import eval_crop_geometry
 from side4video.models import count_parameters, create_model_from_config
 from tests.engine.test_config import SIDE4VIDEO_SSV2
@@ -27,8 +27,8 @@ def _reference_config(tmp_path, text: str):
 
 def test_the_ssv2_config_samples_crops_and_builds_as_the_reference(tmp_path):
     cfg = _reference_config(tmp_path, SIDE4VIDEO_SSV2)
-    train, val = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "val")
-    test = build_dataset(cfg.data, "test", test_crops=3, test_clips=2)
+    train, val = create_dataset(cfg.data, "train"), create_dataset(cfg.data, "val")
+    test = create_dataset(cfg.data, "test", test_crops=3, test_clips=2)
     # sth.py: validation ATM rule seg = (F-1)/T, round(seg*i) + int(seg/2), for the 47-frame example
     seg = 46 / 8
     assert val.sampler.validation(47).tolist() == [int(np.round(seg * i)) + int(seg / 2) for i in range(8)]
@@ -57,9 +57,9 @@ def test_a_kinetics_config_follows_the_kinetics_rules(tmp_path):
     text = SIDE4VIDEO_SSV2.replace("dataset: somethingv2", "dataset: k400").replace("num_classes: 174",
                                                                                    "num_classes: 400")
     cfg = _reference_config(tmp_path, text)
-    val, test = build_dataset(cfg.data, "val"), build_dataset(cfg.data, "test", test_crops=3, test_clips=4)
+    val, test = create_dataset(cfg.data, "val"), create_dataset(cfg.data, "test", test_crops=3, test_clips=4)
     assert val.sampler.validation(47).tolist() == [int(47 / 8 * i) % 47 for i in range(8)]
     starts = np.linspace(0, 47 / 8 - 1, 4, dtype=int)
     assert test.sampler.test(47, 4).tolist() == [[int(s + 47 / 8 * i) % 47 for i in range(8)] for s in starts]
-    train = build_dataset(cfg.data, "train")
+    train = create_dataset(cfg.data, "train")
     assert train.transform.scale == 256 and train.transform.grayscale == 0.2 and train.flip_label == {}

@@ -1,4 +1,4 @@
-"""SV-Mix plugin (side4video/engine/plugins/svmix.py): MixBlock initialisation, label ratios, gradient routing, fallback,
+"""SV-Mix plugin (side4video/plugins/svmix.py): MixBlock initialisation, label ratios, gradient routing, fallback,
 EMA evaluation, exact state round trip, config validation. Tiny backbone (4 layers, width 64, patch 8, 64 px)."""
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from side4video.config import load_config
-from side4video.engine.plugins import PluginContext, TrainBatch, build_plugins, classification_loss
-from side4video.engine.plugins.svmix import SPATIAL, TEMPORAL, MixBlock, SVMixPlugin
+from side4video.plugins import PluginContext, create_plugins
+from side4video.tasks import TrainBatch, classification_loss
+from side4video.plugins.svmix import SPATIAL, TEMPORAL, MixBlock, SVMixPlugin
 from side4video.errors import ConfigError
 from side4video.models import create_assembler, create_model, model_inputs
 
@@ -297,15 +298,15 @@ def test_state_dict_round_trip_gives_the_same_next_loss(backbone):
 # -- config -----------------------------------------------------------------------------------------------------
 def test_config_entry_validates_and_builds():
     cfg = load_config(None, ["data.num_classes=4", "solver.plugins=[{type: svmix}]"])
-    (plugin,) = build_plugins(cfg)
+    (plugin,) = create_plugins(cfg)
     assert isinstance(plugin, SVMixPlugin) and plugin.lr_mult == 1.0
     cfg = load_config(None, ["data.num_classes=4", "solver.plugins=[{type: svmix, lr_mult: 5.0, ema_decay: 0.99}]"])
-    (plugin,) = build_plugins(cfg)
+    (plugin,) = create_plugins(cfg)
     assert plugin.lr_mult == 5.0 and plugin.ema_plugin.decay == 0.99
     with pytest.raises(ConfigError, match="did you mean 'ema_decay'"):
         load_config(None, ["data.num_classes=4", "solver.plugins=[{type: svmix, ema_decy: 0.99}]"])
     with pytest.raises(ConfigError, match="fallback"):
-        build_plugins(load_config(None, ["data.num_classes=4", "solver.plugins=[{type: svmix, fallback: 0.7}]"]))
+        create_plugins(load_config(None, ["data.num_classes=4", "solver.plugins=[{type: svmix, fallback: 0.7}]"]))
 
 
 def test_toy_config_validates():

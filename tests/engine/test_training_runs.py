@@ -8,7 +8,7 @@ import torch
 
 from side4video.engine.checkpoint import load_checkpoint
 from side4video.engine.logging_utils import read_jsonl
-from tests.conftest import run_script, write_toy_config
+from tests.support import run_script, write_toy_config
 
 pytestmark = pytest.mark.slow
 
@@ -133,11 +133,11 @@ def test_ctrl_c_prints_one_line_with_the_resume_command(toy_data, tmp_path):
     assert result.returncode == 130, result.stderr
     assert "Traceback" not in result.stderr
     line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("interrupted at epoch 0") and "--resume auto" in line and str(tmp_path / "run") in line
+    assert line.startswith("stopped by SIGINT at epoch 0") and "--resume auto" in line and str(tmp_path / "run") in line
 
 
 def test_two_writers_on_one_output_folder(toy_data, tmp_path):
-    from side4video.engine.trainer import OutputLock
+    from side4video.files import OutputLock
     config = write_toy_config(tmp_path / "cfg.yaml", toy_data)
     lock = OutputLock(tmp_path / "run")
     lock.acquire()
@@ -379,12 +379,12 @@ def test_every_toy_method_config_trains(name, toy_data, tmp_path, quiet_random_w
     from side4video.config import load_config
     from side4video.engine.distributed import cleanup
     from side4video.engine.trainer import Trainer
-    from tests.conftest import REPO, toy_data_paths
+    from tests.support import REPO, toy_data_paths
     cfg = load_config(REPO / "configs" / "toy" / f"{name}.yaml", {
         **{f"data.{key}": value for key, value in toy_data_paths(toy_data).items()},
         "data.num_classes": 8, "data.flip_pairs": [[0, 1], [4, 5]], "data.workers": 0, "data.batch_size": 8, "network.pretrained": str(toy_data / "tiny_clip.safetensors"),
         "solver.epochs": 1, "logging.progress": False, "logging.tensorboard": False})
-    from side4video.engine.plugins import TrainPlugin
+    from side4video.plugins import TrainPlugin
 
     class InitialWeights(TrainPlugin):
         """Keeps what DeepSpeed trains as it was before the first step (injected from outside the loop)."""

@@ -8,7 +8,7 @@ from side4video.backbones import describe_backbone
 from side4video.backbones.frozen import BackboneInfo
 from side4video.models import SideInputs, count_parameters, create_model, shift_cls_in_time
 from side4video.models.side_network import SideAttention, default_num_heads
-from side4video.modules import residual_init_std
+from side4video.modules import SideModule, residual_init_std
 from tests.models.official_reference import official_clip_logits, official_eva_logits, to_official_layout
 
 TINY = BackboneInfo(arch="tiny", family="clip", width=48, num_layers=4, patch_size=8, image_size=32, embed_dim=24,
@@ -244,8 +244,9 @@ def test_module_placement_slots_blocks_and_order():
     assert model.blocks[0].pre_attn[1].online and not model.blocks[1].post_mlp[0].online
 
 
-class _ZeroGate(torch.nn.Module):
-    """A test module whose own init zeroes its norm (as the non-local / (2+1)D modules zero theirs)."""
+class ZeroGate(SideModule):
+    """A test module whose own init zeroes its norm (as the non-local / (2+1)D modules zero theirs); named in the
+    configs below as a user's own module (``package.module:Class``)."""
     causal = True
     default_slot = "post_attn"
     default_blocks = "all"
@@ -262,16 +263,17 @@ class _ZeroGate(torch.nn.Module):
         torch.nn.init.zeros_(self.norm.bias)
 
 
-def test_a_modules_own_init_runs_after_the_generic_init(monkeypatch):
-    from side4video import modules
-    monkeypatch.setitem(modules.SIDE_MODULES, "zero_gate", _ZeroGate)
-    model = create_model("side4video", TINY, 5, side_dim=32, side_modules=[{"type": "zero_gate"}])
+ZERO_GATE = f"{__name__}:ZeroGate"
+
+
+def test_a_modules_own_init_runs_after_the_generic_init():
+    model = create_model("side4video", TINY, 5, side_dim=32, side_modules=[{"type": ZERO_GATE}])
     gates = [block.post_attn[0] for block in model.blocks]
     assert all(torch.count_nonzero(g.norm.weight) == 0 for g in gates), "the generic norm init overwrote it"
     assert torch.all(model.blocks[0].attn_norm.weight == 1)
     assert not model.causal   # the default conv looks at the next frame
     assert create_model("side4video", TINY, 5, side_dim=32, temporal_module="none",
-                        side_modules=[{"type": "zero_gate"}]).causal
+                        side_modules=[{"type": ZERO_GATE}]).causal
 
 
 def test_unknown_head():

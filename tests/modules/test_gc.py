@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from side4video.config.types import TypeMismatch
-from side4video.modules import BlockContext, build_side_module, check_side_module_spec
+from side4video.errors import ConfigError
+from side4video.modules import BlockContext, create_side_module, check_side_module_spec
 from side4video.modules.gc import CALIBRATORS, GroupContextualization
 
 B, T, H, W = 2, 6, 6, 6
@@ -54,9 +54,9 @@ def test_shape_preserved_and_registered():
     assert m(x, _ctx()).shape == x.shape
     spec = check_side_module_spec({"type": "gc", "calibrators": "T"})
     assert spec["slot"] == "pre_attn" and spec["blocks"] == "all" and not GroupContextualization.causal
-    with pytest.raises(TypeMismatch):
+    with pytest.raises(ConfigError):
         check_side_module_spec({"type": "gc", "calibrator": "T"})
-    built = build_side_module(spec, 32, {"sync_bn": True, "drop_path": 0.1, "post_norm": True, "recompute": True})
+    built = create_side_module(spec, 32, {"sync_bn": True, "drop_path": 0.1, "post_norm": True, "recompute": True})
     assert isinstance(built, GroupContextualization) and built.calibrators == "T" and built.t_norm.sync
 
 

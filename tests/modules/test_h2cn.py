@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from side4video.config.types import TypeMismatch
-from side4video.modules import BlockContext, build_side_module, check_side_module_spec
+from side4video.errors import ConfigError
+from side4video.modules import BlockContext, create_side_module, check_side_module_spec
 from side4video.modules.h2cn import HourglassChannelGate
 
 B, T, H, W, D = 2, 5, 4, 4, 64
@@ -44,9 +44,9 @@ def test_shape_preserved_and_registered():
     assert m(x, _ctx()).shape == x.shape
     spec = check_side_module_spec({"type": "h2cn"})
     assert spec == {"type": "h2cn", "slot": "pre_attn", "blocks": "all"} and not HourglassChannelGate.causal
-    with pytest.raises(TypeMismatch):
+    with pytest.raises(ConfigError):
         check_side_module_spec({"type": "h2cn", "reduce": 8})
-    built = build_side_module({**spec, "reduction": 8}, 64, {"sync_bn": True, "drop_path": 0.1})
+    built = create_side_module({**spec, "reduction": 8}, 64, {"sync_bn": True, "drop_path": 0.1})
     assert built.reduced == 8 and built.expand_norm.sync
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from side4video.config.types import TypeMismatch
-from side4video.modules import BlockContext, build_side_module, check_side_module_spec, resolve_blocks
+from side4video.errors import ConfigError
+from side4video.modules import BlockContext, create_side_module, check_side_module_spec, resolve_blocks
 from side4video.modules.nonlocal_block import NonLocalBlock
 
 B, T, H, W, D = 2, 4, 4, 4, 16
@@ -48,9 +48,9 @@ def test_defaults_and_registry():
     spec = check_side_module_spec({"type": "nonlocal", "sub_sample": False})
     assert spec["slot"] == "post_attn" and spec["blocks"] == 2
     assert resolve_blocks(spec["blocks"], 12) == [1, 3, 5, 7, 9, 11] and resolve_blocks(spec["blocks"], 4) == [1, 3]
-    with pytest.raises(TypeMismatch):
+    with pytest.raises(ConfigError):
         check_side_module_spec({"type": "nonlocal", "subsample": False})
-    built = build_side_module(spec, 32, {"sync_bn": True, "drop_path": 0.1, "post_norm": False, "recompute": True})
+    built = create_side_module(spec, 32, {"sync_bn": True, "drop_path": 0.1, "post_norm": False, "recompute": True})
     assert built.inner == 16 and not built.sub_sample and built.norm.sync and built.drop_path.drop_prob == 0.1
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from side4video.config.types import TypeMismatch
-from side4video.modules import BlockContext, build_side_module, check_side_module_spec
+from side4video.errors import ConfigError
+from side4video.modules import BlockContext, create_side_module, check_side_module_spec
 from side4video.modules.r2plus1d import R2Plus1DAdapter, param_matched_mid_channels
 
 B, T, H, W, D = 2, 6, 5, 5, 16
@@ -52,9 +52,9 @@ def _video(x: torch.Tensor) -> torch.Tensor:
 def test_defaults_and_registry():
     spec = check_side_module_spec({"type": "r2plus1d", "mid_channels": 32})
     assert spec["slot"] == "pre_attn" and spec["blocks"] == "all" and not R2Plus1DAdapter.causal
-    with pytest.raises(TypeMismatch):
+    with pytest.raises(ConfigError):
         check_side_module_spec({"type": "r2plus1d", "mid": 32})
-    built = build_side_module(spec, 64, {"sync_bn": True, "drop_path": 0.2, "post_norm": True, "recompute": True})
+    built = create_side_module(spec, 64, {"sync_bn": True, "drop_path": 0.2, "post_norm": True, "recompute": True})
     assert built.mid_channels == 32 and built.temporal_norm.sync and built.drop_path.drop_prob == 0.2
 
 

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from side4video.errors import ConfigError
-from tests.conftest import REPO, child_env, write_toy_config
+from tests.support import REPO, child_env, write_toy_config
 
 TSM = {"temporal_module": "none", "side_modules": [{"type": "tsm", "fold_div": 8}]}
 def run_clean(args: list[str]) -> subprocess.CompletedProcess:
@@ -36,7 +36,7 @@ def ablation_run(base_config, tmp_path_factory):
     """One epoch of four variants (the default, its twin, TSM, the default validated through an EMA), every backbone
     tap counted."""
     from side4video.backbones.frozen import FrozenEncoder
-    from side4video.tools.ablation import load_ablation, run_ablation
+    from side4video.ablation import load_ablation, run_ablation
     folder = tmp_path_factory.mktemp("ablation")
     config = write_ablation(folder / "ablation.yaml", base_config,
                             [{"name": "conv"}, {"name": "conv_twin", "network": {}}, {"name": "tsm", "network": TSM},
@@ -112,11 +112,11 @@ def test_sharing_does_not_couple_variants(ablation_run):
 def test_checkpoint_scores_what_the_table_reports(ablation_run, name):
     """A variant's checkpoint loads with load_trainable_weights; test.py's evaluation (in process: the evaluator it
     calls) gives the table's top-1 and the same scores: for an EMA variant, the EMA weights it validated."""
-    from side4video.data import ShardedEvalSampler, build_dataset, build_loader, collate_eval
+    from side4video.data import ShardedEvalSampler, create_dataset, create_loader, collate_eval
     from side4video.engine.builders import (backbone_from_config, config_for_checkpoint, load_trainable_weights,
                                             model_from_config)
     from side4video.engine.checkpoint import load_checkpoint
-    from side4video.engine.evaluator import collect_scores
+    from side4video.tasks.views import collect_scores
     out, results = ablation_run["out"], ablation_run["results"]
     path = out / name / "checkpoint.pt"
     saved = load_checkpoint(path)
@@ -129,8 +129,8 @@ def test_checkpoint_scores_what_the_table_reports(ablation_run, name):
     backbone = backbone_from_config(cfg)
     model = model_from_config(cfg, backbone)
     load_trainable_weights(model, path, backbone, cfg)
-    dataset = build_dataset(cfg.data, "test", test_crops=3, test_clips=2, seed=cfg.seed)
-    loader = build_loader(dataset, batch_size=cfg.data.batch_size, sampler=ShardedEvalSampler(len(dataset)),
+    dataset = create_dataset(cfg.data, "test", test_crops=3, test_clips=2, seed=cfg.seed)
+    loader = create_loader(dataset, batch_size=cfg.data.batch_size, sampler=ShardedEvalSampler(len(dataset)),
                           collate_fn=collate_eval)
     scores = collect_scores(backbone, model.eval(), loader, "cpu", mean=cfg.data.mean, std=cfg.data.std,
                             progress=False, flip_permutation=dataset.flip_permutation())
@@ -201,7 +201,7 @@ def test_table_has_one_row_per_variant(ablation_run):
     ([], {}, r"'variants' must be a non-empty list"),
 ])
 def test_config_errors_are_one_line(base_config, tmp_path, variants, top, expected):
-    from side4video.tools.ablation import load_ablation
+    from side4video.ablation import load_ablation
     config = write_ablation(tmp_path / "ablation.yaml", base_config, variants, **top)
     with pytest.raises(ConfigError) as info:
         load_ablation(config)
@@ -211,7 +211,7 @@ def test_config_errors_are_one_line(base_config, tmp_path, variants, top, expect
 
 
 def test_optional_sections_may_be_empty_and_a_variant_may_be_called_none(base_config, tmp_path):
-    from side4video.tools.ablation import load_ablation
+    from side4video.ablation import load_ablation
     config = write_ablation(tmp_path / "ablation.yaml", base_config, [{"name": "conv"}, {"name": "none"}],
                             timing={"check": None}, budget=None, reference="none")
     spec = load_ablation(config)
@@ -219,7 +219,7 @@ def test_optional_sections_may_be_empty_and_a_variant_may_be_called_none(base_co
 
 
 def test_variant_config_file_network_section_is_used(base_config, tmp_path):
-    from side4video.tools.ablation import describe_modules, load_ablation
+    from side4video.ablation import describe_modules, load_ablation
     config = write_ablation(tmp_path / "ablation.yaml", base_config, [
         {"name": "gc", "config": str(REPO / "configs/toy/toy_gc.yaml")},
         {"name": "gc_t", "config": str(REPO / "configs/toy/toy_gc.yaml"),
@@ -237,7 +237,7 @@ def test_variant_config_file_network_section_is_used(base_config, tmp_path):
 
 
 def test_the_toy_ablation_lists_every_module():
-    from side4video.tools.ablation import describe_modules, load_ablation
+    from side4video.ablation import describe_modules, load_ablation
     spec = load_ablation(REPO / "configs/toy/ablation.yaml")
     modules = {v.name: describe_modules(v.cfg) for v in spec.variants}
     assert modules["conv"] == "conv" and spec.reference == "conv"
@@ -260,7 +260,7 @@ def test_cli_config_error_is_one_line(base_config, tmp_path):
 @pytest.mark.slow
 def test_pixel_changing_plugin_gets_its_own_backbone_pass(base_config, tmp_path):
     from side4video.backbones.frozen import FrozenEncoder
-    from side4video.tools.ablation import load_ablation, run_ablation
+    from side4video.ablation import load_ablation, run_ablation
     config = write_ablation(tmp_path / "ablation.yaml", base_config,
                             [{"name": "conv"}, {"name": "conv_mixup", "solver": {"mixup": 0.8}}])
     calls = []

@@ -27,7 +27,7 @@ def first_videos(ws, tmp_path, count):
 
 def test_embedding_values_and_index(workspace, tmp_path):
     """The default output is encode_image of every frame of the test views; index.json describes it."""
-    from side4video.data import build_dataset, normalize_frames
+    from side4video.data import create_dataset, normalize_frames
     from side4video.engine.builders import backbone_from_config
     list_file = first_videos(workspace, tmp_path, 3)
     out = tmp_path / "emb"
@@ -46,7 +46,7 @@ def test_embedding_values_and_index(workspace, tmp_path):
                                                      "index.json", "labels.csv"]
 
     cfg = workspace.load_config(f"data.val_list={list_file}")
-    dataset = build_dataset(cfg.data, "test", test_crops=1, test_clips=2, seed=cfg.seed)
+    dataset = create_dataset(cfg.data, "test", test_crops=1, test_clips=2, seed=cfg.seed)
     backbone = backbone_from_config(cfg)
     for (video, tensor), item in zip(iter_features(out), (dataset[i] for i in range(3))):
         assert video["shape"] == [2, 8, 32] and list(tensor.shape) == [2, 8, 32] and tensor.dtype == torch.float32
@@ -141,7 +141,7 @@ def test_two_processes_through_the_launcher_script(workspace, tmp_path):
     both finished; the files equal a one-process run's."""
     import subprocess
 
-    from tests.conftest import child_env
+    from tests.support import child_env
     from tools_workspace import REPO
     args = ["--shard_size", "3", "--batch_size", "2", "--no_progress", "--test_crops", "3"]
     single = extract(workspace, workspace.toy["val_frames_list"], workspace.toy["frames_root"], tmp_path / "one",

@@ -101,7 +101,7 @@ def test_zeroshot_skipped_without_a_text_tower(workspace, features, tmp_path, ca
 
 def test_zeroshot_needs_matching_backbone_and_embedding_features(workspace, features, tmp_path, capsys):
     other = tmp_path / "other.safetensors"
-    from side4video.tools.make_tiny_backbone import make_tiny_backbone
+    from side4video.backbones.tiny import make_tiny_backbone
     make_tiny_backbone(TINY_CLIP_JSON, other, seed=1)
     code = main(["--features", str(features["train"]), "--val_features", str(features["val"]), "--method",
                  "zeroshot", "--config", str(workspace.config), "--opts", f"network.pretrained={other}"])

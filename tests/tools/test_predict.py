@@ -20,9 +20,9 @@ def predict_json(ws, target, capsys, *extra):
 
 def test_matches_collect_scores_on_a_one_video_test_list(workspace, tmp_path, capsys):
     """The predicted probabilities are test.py's scores for that video (3 crops x 2 clips)."""
-    from side4video.data import ShardedEvalSampler, build_dataset, build_loader, collate_eval
+    from side4video.data import ShardedEvalSampler, create_dataset, create_loader, collate_eval
     from side4video.engine.builders import backbone_from_config, load_trainable_weights, model_from_config
-    from side4video.engine.evaluator import collect_scores
+    from side4video.tasks.views import collect_scores
     video = "val/00003.mp4"
     list_file = tmp_path / "one.txt"
     list_file.write_text(f"{video} 0\n")
@@ -30,8 +30,8 @@ def test_matches_collect_scores_on_a_one_video_test_list(workspace, tmp_path, ca
     backbone = backbone_from_config(cfg)
     model = model_from_config(cfg, backbone)
     load_trainable_weights(model, workspace.checkpoint, backbone)
-    dataset = build_dataset(cfg.data, "test", test_crops=3, test_clips=2, seed=cfg.seed)
-    loader = build_loader(dataset, 1, sampler=ShardedEvalSampler(1), collate_fn=collate_eval)
+    dataset = create_dataset(cfg.data, "test", test_crops=3, test_clips=2, seed=cfg.seed)
+    loader = create_loader(dataset, 1, sampler=ShardedEvalSampler(1), collate_fn=collate_eval)
     expected = collect_scores(backbone, model, loader, "cpu", mean=cfg.data.mean, std=cfg.data.std,
                               progress=False).scores[0]
 

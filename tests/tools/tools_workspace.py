@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import child_env
+from tests.support import child_env
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_CLIP_JSON = REPO / "side4video" / "assets" / "tiny_clip.json"
@@ -84,7 +84,7 @@ def build_workspace(base: Path) -> Workspace:
     if "ws" in _BUILT:
         return _BUILT["ws"]
     from side4video.data.toy import generate_toy_dataset
-    from side4video.tools.make_tiny_backbone import make_tiny_backbone
+    from side4video.backbones.tiny import make_tiny_backbone
     base.mkdir(parents=True, exist_ok=True)
     toy = generate_toy_dataset(str(base / "toy"), train_per_class=2, val_per_class=1, frames=12,
                                formats=("frames", "videos"), workers=1)

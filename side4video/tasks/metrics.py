@@ -1,7 +1,6 @@
-"""Classification metrics on per-video scores, and the plots people would rather look at than read."""
+"""Classification metrics on per-video scores, and the confusion matrix people would rather look at than read."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -55,9 +54,9 @@ def save_confusion(cm: np.ndarray, class_names: Sequence[str], out_dir: str | Pa
         handle.write("true\\predicted," + ",".join(_csv(n) for n in names) + "\n")
         for name, row in zip(names, cm):
             handle.write(_csv(name) + "," + ",".join(str(int(v)) for v in row) + "\n")
-    import matplotlib
+    import matplotlib   # deferred: a heavy import only plots need
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt   # deferred: a heavy import only plots need
     n = len(names)
     size = min(4 + 0.35 * n, 40)
     fig, ax = plt.subplots(figsize=(size, size))
@@ -78,31 +77,6 @@ def save_confusion(cm: np.ndarray, class_names: Sequence[str], out_dir: str | Pa
     ax.set_title("confusion matrix (row-normalised)")
     fig.tight_layout()
     fig.savefig(out_dir / f"{stem}.png", dpi=100)
-    plt.close(fig)
-
-
-def plot_curves(metrics_path: str | Path, out_path: str | Path) -> None:
-    """Training loss and validation top-1/top-5 per epoch from ``metrics.jsonl``."""
-    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
-    if not rows:
-        return
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    epochs = [r["epoch"] for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(epochs, [r["train_loss"] for r in rows], marker="o")
-    left.set_xlabel("epoch")
-    left.set_ylabel("train loss")
-    for key in ("val_top1", "val_top5"):
-        points = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
-        if points:
-            right.plot(*zip(*points), marker="o", label=key)
-    right.set_xlabel("epoch")
-    right.set_ylabel("accuracy (%)")
-    right.legend()
-    fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
     plt.close(fig)
 
 

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from timm.utils import ModelEmaV3
 from torch import nn
 
-from .base import PluginContext, TrainPlugin
+from ..errors import ConfigError
+from .base import PLUGINS, PluginContext, TrainPlugin
 
 
+@PLUGINS.register("ema")
 class EmaPlugin(TrainPlugin):
     """An exponential moving average of the trainable model (timm ``ModelEmaV3``: θ_ema ← d·θ_ema + (1−d)·θ after
     every optimizer step, buffers included), validated instead of the model and saved in the checkpoints."""
@@ -16,12 +19,11 @@ class EmaPlugin(TrainPlugin):
 
     def __init__(self, decay: float = 0.999, warmup: bool = False, validate: bool = True):
         if not 0.0 < decay < 1.0:
-            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+            raise ConfigError(f"EMA decay must be in (0, 1), got {decay}")
         self.decay, self.warmup, self.validate = decay, warmup, validate
         self.ema = None
 
     def setup(self, ctx: PluginContext) -> None:
-        from timm.utils import ModelEmaV3
         self.ema = ModelEmaV3(ctx.model, decay=self.decay, use_warmup=self.warmup, stochastic_rounding=False)
         self.ema.requires_grad_(False)
         return None

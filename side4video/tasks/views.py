@@ -15,7 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones.frozen import FrozenEncoder
-from .distributed import all_gather_objects
+from ..data.transforms import normalize_frames
+from ..engine.distributed import all_gather_objects
+from ..engine.logging_utils import progress_bar
+from ..models.assembly import run_model
 from .metrics import summarize
 
 SCORE_AVERAGES = ("prob", "logit")
@@ -42,7 +45,6 @@ def forward_views(backbone: FrozenEncoder, model: nn.Module, frames: torch.Tenso
                   max_views_per_forward: int = 64, assembler=None, mask: torch.Tensor | None = None) -> torch.Tensor:
     """``frames`` ``[B, V, T, 3, H, W]`` (normalised) → logits ``[B, V, C]``, at most ``max_views_per_forward``
     clips through the networks at once so that 3 crops × 10 clips never exhaust memory."""
-    from ..models.assembly import run_model
     b, v = frames.shape[:2]
     clips = frames.flatten(0, 1)
     if mask is not None and mask.dim() == 2:     # one mask per video, shared by its views
@@ -69,7 +71,8 @@ class ScoreSet:
 def collect_scores(backbone: FrozenEncoder, model: nn.Module, loader: Iterable, device: torch.device, *,
                    mean: Sequence[float], std: Sequence[float], average: str = "prob",
                    max_views_per_forward: int = 64, precision: str = "fp32", progress: bool = True,
-                   desc: str = "eval", flip_permutation: torch.Tensor | None = None, assembler=None) -> ScoreSet:
+                   desc: str = "eval", flip_permutation: torch.Tensor | None = None, assembler=None,
+                   progress_interval: float | None = None, num_classes: int = 0) -> ScoreSet:
     """Score every video of ``loader`` (whose sampler shards the dataset without padding) and gather.
 
     ``flip_permutation`` (``dataset.flip_permutation()``) maps the logits of horizontally flipped views back to
@@ -84,7 +87,8 @@ def collect_scores(backbone: FrozenEncoder, model: nn.Module, loader: Iterable, 
     try:
         return score_views(loader, device, forward, ["model"], mean=mean, std=std, average=average,
                            precision=precision, progress=progress, desc=desc,
-                           flip_permutation=flip_permutation)["model"]
+                           flip_permutation=flip_permutation, progress_interval=progress_interval,
+                           num_classes=num_classes)["model"]
     finally:
         model.train(was_training)
 
@@ -100,13 +104,11 @@ def score_views(loader: Iterable, device: torch.device,
     returns ``[B, V, C]`` logits per name; flipped views are mapped back, views averaged, unreadable videos
     listed; the results are gathered over processes and sorted by dataset index. ``num_classes``: the width of
     the (empty) scores when no video could be read."""
-    from ..data import normalize_frames
     local: dict[str, list] = {"labels": [], "indices": [], "ids": [], "bad": []}
     local.update({f"scores/{name}": [] for name in names})
     num_views = 0
     iterator = loader
     if progress:
-        from .logging_utils import progress_bar
         iterator = progress_bar(iterable=loader, desc=desc, leave=False, interval=progress_interval)
     with autocast_context(device, precision):
         for batch in iterator:

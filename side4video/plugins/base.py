@@ -1,23 +1,16 @@
-"""What every training plugin builds on: the batch it sees, the context it is set up with, the base class with
-its hooks, and the loss and validated-model rules the trainer and the plugins share."""
+"""What every training plugin builds on: the context it is set up with, the base class with its hooks, the
+registry, and the validated-model rule the trainer and the plugins share."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-
-@dataclass
-class TrainBatch:
-    """One training step's data as the plugins see it (every field may be replaced by a plugin)."""
-    frames: torch.Tensor                  # normalised [B, T, 3, H, W] (float32)
-    labels: torch.Tensor                  # int64 [B]
-    targets: torch.Tensor                 # int64 [B] or soft [B, C]
-    mask: torch.Tensor | None = None      # [B, F] valid frames (full-video clips), else None
-    extra: dict[str, Any] = field(default_factory=dict)
+from ..errors import ConfigError
+from ..registry import Registry
+from ..tasks import Task, TrainBatch
 
 
 @dataclass
@@ -29,11 +22,12 @@ class PluginContext:
     assembler: Any                        # the clip assembler (frames → SideInputs)
     num_classes: int
     device: torch.device
+    task: Task | None = None              # the run's task (its loss, its targets)
 
 
 class TrainPlugin:
-    """Base class: every hook is optional. ``name`` is the registry name; ``lr_mult`` scales the base lr for the
-    plugin's trainable parts (their own optimizer group)."""
+    """Base class: every hook is optional. ``name`` is the registry name (it keys the plugin's checkpoint state);
+    ``lr_mult`` scales the base lr for the plugin's trainable parts (their own optimizer group)."""
 
     name = "plugin"
     lr_mult: float = 1.0
@@ -52,7 +46,7 @@ class TrainPlugin:
         return inputs
 
     def loss(self, logits: torch.Tensor, inputs, batch: TrainBatch, model: nn.Module) -> dict[str, torch.Tensor]:
-        """Extra loss terms (already weighted), added to the classification loss."""
+        """Extra loss terms (already weighted), added to the task's loss."""
         return {}
 
     def after_step(self, step: int, model: nn.Module) -> None:
@@ -71,7 +65,7 @@ class TrainPlugin:
 
 class TrainableParts(nn.Module):
     """What the optimizer trains: the model plus the plugins' trainable parts. ``own_groups`` (``parts.<name>`` →
-    weight decay, None: the solver's) tells ``build_optimizer`` that each part gets optimizer groups of its own."""
+    weight decay, None: the solver's) tells ``create_optimizer`` that each part gets optimizer groups of its own."""
 
     def __init__(self, model: nn.Module, parts: dict[str, nn.Module],
                  weight_decay: dict[str, float | None] | None = None):
@@ -108,15 +102,11 @@ def validation_model(model: nn.Module, plugins: list[TrainPlugin]) -> nn.Module:
     providers = [(plugin.name, candidate) for plugin in plugins
                  if (candidate := plugin.eval_model(model)) is not None]
     if len(providers) > 1:
-        from ...errors import ConfigError
         raise ConfigError(f"solver.plugins: {' and '.join(name for name, _ in providers)} each provide the model to "
                           "validate; keep one (e.g. ema with validate: false)")
     return providers[0][1] if providers else model
 
 
-def classification_loss(logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
-    """Cross-entropy against hard labels (with label smoothing) or soft targets (mixup: smoothing is in them)."""
-    return F.cross_entropy(logits.float(), targets, label_smoothing=0.0 if targets.dim() == 2 else smoothing)
+PLUGINS: Registry[TrainPlugin] = Registry("training plugin", base=TrainPlugin, name_attribute="name")
 
-
-__all__ = ["TrainBatch", "PluginContext", "TrainPlugin", "TrainableParts", "set_up_plugins", "classification_loss", "validation_model"]
+__all__ = ["PLUGINS", "PluginContext", "TrainPlugin", "TrainableParts", "set_up_plugins", "validation_model"]

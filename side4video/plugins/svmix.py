@@ -64,8 +64,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import ConfigError, TrainingError
-from .base import PluginContext, TrainBatch, TrainPlugin, classification_loss
+from ..errors import ConfigError, TrainingError
+from ..models import run_model
+from ..tasks import TrainBatch, classification_loss
+from .base import PLUGINS, PluginContext, TrainPlugin
 from .ema import EmaPlugin
 
 SPATIAL, TEMPORAL = "spatial", "temporal"
@@ -98,7 +100,7 @@ class MixBlock(nn.Module):
 
     def forward(self, features: torch.Tensor, lam: float, perm: torch.Tensor, mode: str) -> torch.Tensor:
         if mode not in (SPATIAL, TEMPORAL):
-            raise ValueError(f"MixBlock mode must be '{SPATIAL}' or '{TEMPORAL}', got {mode!r}")
+            raise ConfigError(f"MixBlock mode must be '{SPATIAL}' or '{TEMPORAL}', got {mode!r}")
         b, t, h, w, c = features.shape
         x = self.norm(features.to(self.query.weight.dtype))
         x = x.mean(dim=(2, 3)) if mode == TEMPORAL else x.reshape(b, t, h * w, c)   # [B, T, C] | [B, T, hw, C]
@@ -118,6 +120,7 @@ def smoothed_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float) -
     return out.scatter_(1, labels.view(-1, 1).long(), 1.0 - smoothing + off)
 
 
+@PLUGINS.register("svmix")
 class SVMixPlugin(TrainPlugin):
     """Selective volume mixup with a learned MixBlock, its mask-learning branch through a frozen EMA copy, and
     EMA validation (see the module docstring for every formula).
@@ -152,21 +155,21 @@ class SVMixPlugin(TrainPlugin):
                  ema_decay: float = 0.999, ema_warmup: bool = False, lr_mult: float = 1.0,
                  weight_decay: float | None = None):
         if not 0.0 <= switch_prob <= 1.0:
-            raise ValueError(f"switch_prob must be in [0, 1], got {switch_prob}")
+            raise ConfigError(f"switch_prob must be in [0, 1], got {switch_prob}")
         for key, value in (("spatial_alpha", spatial_alpha), ("temporal_alpha", temporal_alpha),
                            ("mask_alpha", mask_alpha)):
             if not value > 0:
-                raise ValueError(f"{key} must be > 0, got {value}")
+                raise ConfigError(f"{key} must be > 0, got {value}")
         if not 0.0 <= fallback < 0.5:
-            raise ValueError(f"fallback must be in [0, 0.5), got {fallback}")
+            raise ConfigError(f"fallback must be in [0, 0.5), got {fallback}")
         if smoothing is not None and not 0.0 <= smoothing < 1.0:
-            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+            raise ConfigError(f"smoothing must be in [0, 1), got {smoothing}")
         if inter_dim is not None and inter_dim < 1:
-            raise ValueError(f"inter_dim must be >= 1, got {inter_dim}")
+            raise ConfigError(f"inter_dim must be >= 1, got {inter_dim}")
         if ratio_weight < 0 or ratio_margin < 0 or mask_loss_weight < 0:
-            raise ValueError("ratio_weight, ratio_margin and mask_loss_weight must be >= 0")
+            raise ConfigError("ratio_weight, ratio_margin and mask_loss_weight must be >= 0")
         if lr_mult <= 0:
-            raise ValueError(f"lr_mult must be > 0, got {lr_mult}")
+            raise ConfigError(f"lr_mult must be > 0, got {lr_mult}")
         self.switch_prob, self.fallback = float(switch_prob), float(fallback)
         self.alphas = {SPATIAL: float(spatial_alpha), TEMPORAL: float(temporal_alpha)}
         self.mask_alpha = float(mask_alpha)
@@ -327,7 +330,6 @@ class SVMixPlugin(TrainPlugin):
 
 def run_model_with_input_grad(backbone, model: nn.Module, frames: torch.Tensor, assembler=None) -> torch.Tensor:
     """``run_model`` with autograd kept through the frozen backbone to ``frames`` (its weights stay frozen)."""
-    from ...models import run_model
     return run_model(backbone.with_input_grad(), model, frames, assembler)
 
 
