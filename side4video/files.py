@@ -15,8 +15,9 @@ import shutil
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
-from .errors import Side4VideoError, TrainingError
 import torch
+
+from .errors import Side4VideoError, TrainingError
 
 NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
@@ -209,5 +210,6 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-__all__ = ["DiskFullError", "OutputInUse", "OutputLock", "atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
-           "atomic_save", "atomic_copy", "remove_stale_temporaries", "process_alive", "tensor_bytes", "human_bytes"]
+__all__ = ["DiskFullError", "OutputInUse", "OutputLock", "atomic_write", "atomic_write_bytes", "atomic_write_text",
+           "atomic_write_json", "atomic_save", "atomic_copy", "remove_stale_temporaries", "process_alive",
+           "tensor_bytes", "human_bytes"]

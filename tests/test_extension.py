@@ -8,12 +8,12 @@ import traceback
 import pytest
 import torch
 
+from side4video.backbones import describe_backbone
 from side4video.config import load_config
 from side4video.engine.distributed import cleanup
 from side4video.engine.logging_utils import read_jsonl
 from side4video.engine.trainer import Trainer
 from side4video.errors import ConfigError
-from side4video.backbones import describe_backbone
 from side4video.models import create_model
 from tests.support import REPO, toy_data_paths
 

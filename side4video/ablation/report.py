@@ -12,6 +12,7 @@ import torch
 
 from ..engine.logging_utils import format_table
 
+
 def _mib(value: float | None) -> str:
     if value is None:
         return "-"

@@ -33,8 +33,17 @@ from torch import nn
 
 from ..backbones import backbone_identity
 from ..config import dump_config, to_plain_dict
-from ..data import (BadSampleTracker, ShardedEvalSampler, TrainSampler, collate_eval, collate_train, create_dataset,
-                    create_loader, loader_options, normalize_frames)
+from ..data import (
+    BadSampleTracker,
+    ShardedEvalSampler,
+    TrainSampler,
+    collate_eval,
+    collate_train,
+    create_dataset,
+    create_loader,
+    loader_options,
+    normalize_frames,
+)
 from ..engine.backends import TorchBackend
 from ..engine.builders import backbone_from_config, load_trainable_weights, model_from_config
 from ..engine.checkpoint import RngState, create_checkpoint, weights_state
@@ -45,9 +54,8 @@ from ..engine.optim import create_optimizer, create_scheduler
 from ..engine.state import TrainState
 from ..engine.step import StepParts, train_step
 from ..engine.testing import save_scores
-from ..files import OutputLock
 from ..errors import DataError, Side4VideoError, TrainingError
-from ..files import atomic_save, atomic_write_text
+from ..files import OutputLock, atomic_save, atomic_write_text
 from ..models import SideInputs, TapAssembler, count_parameters, protocol_name
 from ..plugins import PluginContext, TrainPlugin, create_plugins, set_up_plugins, validation_model
 from ..tasks import ScoreSet, create_task, score_views

@@ -8,16 +8,22 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
+import timm
 import torch
+from open_clip.model import CLIP, CustomTextCLIP
 from torch import nn
 
 from ..errors import ConfigError, InputNotFoundError
 from .frozen import BackboneInfo, FrozenEncoder, drop_text_tower
 from .names import ArchSpec, resolve_arch
-from .weights import (WeightFile, default_pretrained_dir, file_sha256, find_conventional_file, load_exact,
-                      read_weight_file)
-import timm
-from open_clip.model import CLIP, CustomTextCLIP
+from .weights import (
+    WeightFile,
+    default_pretrained_dir,
+    file_sha256,
+    find_conventional_file,
+    load_exact,
+    read_weight_file,
+)
 
 log = logging.getLogger(__name__)
 

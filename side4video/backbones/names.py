@@ -6,6 +6,7 @@ Every name resolves to an open_clip model config (a dict) plus the conventional 
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,6 @@ from typing import Any
 import open_clip
 
 from ..errors import ConfigError, InputNotFoundError
-import difflib
 
 # OpenAI spelling → open_clip name, and the file OpenAI distributes (a TorchScript archive).
 OPENAI_ARCHS: dict[str, tuple[str, str]] = {

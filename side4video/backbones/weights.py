@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from open_clip.model import convert_to_custom_text_state_dict
+from safetensors.torch import load_file
+from timm.models.eva import checkpoint_filter_fn
 from torch import nn
 
 from ..errors import InputNotFoundError, WeightsError
-from safetensors.torch import load_file
-from timm.models.eva import checkpoint_filter_fn
-from open_clip.model import convert_to_custom_text_state_dict
 
 # Keys OpenAI's archives carry besides the weights; their presence marks OpenAI (QuickGELU) weights.
 OPENAI_MARKER_KEYS = ("input_resolution", "context_length", "vocab_size")
@@ -65,7 +65,8 @@ def read_weight_file(path: str | Path) -> WeightFile:
         try:
             module = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
-            raise WeightsError(f"cannot read the TorchScript archive {path}: {str(exc).splitlines()[0][:200]}") from None
+            first = str(exc).splitlines()[0][:200]
+            raise WeightsError(f"cannot read the TorchScript archive {path}: {first}") from None
         return _finish(path, dict(module.state_dict()), "torchscript")
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True)

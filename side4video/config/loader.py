@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import difflib
 import logging
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -17,7 +18,6 @@ from dotmap import DotMap
 from ..errors import ConfigError
 from .schema import LEGACY_KEYS, SCHEMA, Key
 from .types import TypeMismatch
-import sys
 
 log = logging.getLogger("side4video")
 
@@ -109,7 +109,7 @@ def _shown(value: Any) -> str:
 
 
 def check_mapping(values: Any, table: Mapping[str, Any], where: str, prefix: str = "") -> dict[str, Any]:
-    """``values`` checked against a small schema of its own (``{name: Key}``, nested mappings for sections: e.g. a
+    r"""``values`` checked against a small schema of its own (``{name: Key}``, nested mappings for sections: e.g. a
     tool's file format), the way the config is: an unknown key stops with the closest name, every value is
     converted to its type once, missing keys get their defaults. Errors are one-line :class:`ConfigError`\ s that
     start with ``where`` and name the dotted key."""
@@ -247,7 +247,8 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] | Mappi
     if path is not None:
         layers.append((source, _flatten(_read_yaml(Path(path)))))
     if overrides:
-        layers.append((overrides_source, dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)))
+        parsed = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
+        layers.append((overrides_source, parsed))
     for where, items in layers:
         legacy: list[str] = []
         for dotted, value in items.items():

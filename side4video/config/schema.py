@@ -12,15 +12,30 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..data.decoders import VIDEO_BACKENDS
-from ..data.sampling import PROTOCOL_CHOICES
+from ..data.sampling import DENSE_WINDOWS, PROTOCOL_CHOICES
 from ..data.transforms import TEST_CROP_CHOICES, THREE_CROP_MODES, TRAIN_CROPS
 from ..models.assembly import check_assembler_spec
 from ..models.factory import HEADS
 from ..modules import SIDE_MODULES, check_side_module_spec
 from ..plugins import check_plugin_spec
 from ..tasks import TASKS
-from .types import (Bool, Choice, Float, Int, ListOf, Literal, MappingOf, OneOf, Optional, Path, Raw, Spec, Str, Type,
-                    TypeMismatch)
+from .types import (
+    Bool,
+    Choice,
+    Float,
+    Int,
+    ListOf,
+    Literal,
+    MappingOf,
+    OneOf,
+    Optional,
+    Path,
+    Raw,
+    Spec,
+    Str,
+    Type,
+    TypeMismatch,
+)
 
 
 @dataclass(frozen=True)
@@ -111,6 +126,10 @@ SCHEMA: dict[str, Any] = {
         "sampling_rate": Key(8, "frame stride inside a dense window (tsn protocol)", _POSITIVE),
         "dense_range": Key(128, "frames covered by a dense window of the sth/kinetics protocols (stride range // T)",
                            _POSITIVE),
+        "dense_window": Key("reference", "a dense window longer than the video: reference (wrap around, mod F: frames "
+                                         "out of order and identical test clips, as the reference) or adaptive (shrink "
+                                         "the window to the video: frames in order, clips differ)",
+                            Choice(DENSE_WINDOWS)),
         "train_crop": Key("random_resized", "train crop", Choice(TRAIN_CROPS)),
         "crop_area": Key([0.08, 1.0], "random resized crop: range of the crop area fraction",
                          ListOf(Float(min=0.0, max=1.0), length=2, check=_fraction_range,
@@ -145,7 +164,8 @@ SCHEMA: dict[str, Any] = {
         "arch": Key("ViT-B/16", "backbone: OpenAI/open_clip/EVA02 name or a path to an open_clip-style JSON config",
                     Str(nonempty=True)),
         "pretrained": Key(None, "backbone weight file; default: the conventional file in the pretrained dir; "
-                                "false: random weights (tests)", OneOf((Literal(False, ("false", "random")), Optional(Path())))),
+                                "false: random weights (tests)",
+                          OneOf((Literal(False, ("false", "random")), Optional(Path())))),
         "pretrained_dir": Key(None, "where conventional backbone weight files are looked up (default: "
                                     "$SIDE4VIDEO_PRETRAINED_DIR, else clip_pretrain)", Optional(Path())),
         "quick_gelu": Key(None, "force QuickGELU on/off; default: decided from the weight file (OpenAI → on)",

@@ -7,11 +7,11 @@ names the file, the key, the value and the expectation.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from ..errors import ConfigError
-import os
 
 _NONE_STRINGS = ("none", "null", "~", "")
 

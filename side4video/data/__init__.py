@@ -7,7 +7,7 @@ from .bad_samples import BadSampleTracker, TooManyUnreadableInputs
 from .dataset import VideoDataset, create_dataset, create_sampler
 from .decoders import VideoReadError, open_reader
 from .lists import VideoRecord, format_record, read_annotation_list, read_label_names
-from .loader import ShardedEvalSampler, TrainSampler, create_loader, collate_eval, collate_train, loader_options
+from .loader import ShardedEvalSampler, TrainSampler, collate_eval, collate_train, create_loader, loader_options
 from .sampling import PROTOCOLS, FrameSampler, is_something_something, resolve_protocol
 from .transforms import EvalViews, TrainAugmentation, default_scale_size, eval_crop_geometry, normalize_frames
 

@@ -25,8 +25,15 @@ from .bad_samples import TooManyUnreadableInputs
 from .decoders import VIDEO_BACKENDS, VideoReadError, open_reader
 from .lists import VideoRecord, read_annotation_list, read_label_names
 from .sampling import FrameSampler, resolve_protocol
-from .transforms import (ClipRandAugment, EvalViews, TrainAugmentation, resolve_flip_pairs, resolve_grayscale,
-                         resolve_scale_size)
+from .transforms import (
+    ClipRandAugment,
+    EvalViews,
+    TrainAugmentation,
+    distinct_view_count,
+    resolve_flip_pairs,
+    resolve_grayscale,
+    resolve_scale_size,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -171,14 +178,20 @@ class VideoDataset(Dataset):
             frames = torch.zeros(self.num_views, self.sampler.frames_per_clip, 3, size, size, dtype=torch.uint8)
             return dict(frames=frames, label=torch.full((self.num_views,), record.label, dtype=torch.int64),
                         index=index, video_id=record.path, valid=False, errors=[(error.path, error.reason)],
-                        flipped=torch.zeros(self.num_views, dtype=torch.bool))
+                        flipped=torch.zeros(self.num_views, dtype=torch.bool), distinct_views=None,
+                        out_of_order=False)
+        # what the views really are: coinciding crops or clips (short or small videos) and frames out of order
+        # (the reference's dense window wraps around a video shorter than it)
+        distinct = distinct_view_count(indices, self.transform.geometry(*frames.shape[-2:]))
+        out_of_order = bool((np.diff(indices, axis=1) < 0).any())
         # crop all clips at once, then reorder [crop, clip, frame] -> [clip * crop, frame]
         views, flipped = self.transform(frames)  # [C, K * n, 3, S, S]
         views = views.unflatten(1, indices.shape).transpose(0, 1)  # [K, C, n, 3, S, S]
         views = views.reshape(self.num_views, indices.shape[1], 3, size, size)
         view_flipped = list(flipped) * self.num_clips          # view = clip * crops + crop
         return dict(frames=views, label=self._labels(record.label, view_flipped), index=index,
-                    video_id=record.path, valid=True, errors=[], flipped=torch.tensor(view_flipped))
+                    video_id=record.path, valid=True, errors=[], flipped=torch.tensor(view_flipped),
+                    distinct_views=distinct, out_of_order=out_of_order)
 
     def flip_permutation(self) -> torch.Tensor | None:
         """Class permutation that maps scores of a flipped view back (left/right pairs swapped); None without pairs."""
@@ -235,7 +248,7 @@ def create_sampler(data_cfg: Any, *, dense: bool | None = None) -> FrameSampler:
                           f"({data_cfg.num_segments}): the dense stride dense_range // num_segments would be 0")
     return FrameSampler(num_segments=data_cfg.num_segments, seg_length=data_cfg.seg_length, dense=use_dense,
                         sampling_rate=data_cfg.sampling_rate, random_shift=data_cfg.random_shift,
-                        protocol=protocol, dense_range=data_cfg.dense_range)
+                        protocol=protocol, dense_range=data_cfg.dense_range, dense_window=data_cfg.dense_window)
 
 
 def create_dataset(data_cfg: Any, split: str, *, test_crops: int | None = None, test_clips: int | None = None,

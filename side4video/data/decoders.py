@@ -189,7 +189,7 @@ class PyAVReader(_Reader):
     def __init__(self, path: str):
         self.path = path
         _check_video_file(path)
-        import av   # deferred: a decoder, loaded only for video files
+        import av  # deferred: a decoder, loaded only for video files
 
         self._av = av
         self._container = None
@@ -288,8 +288,8 @@ def torchcodec_available() -> tuple[bool, str]:
     error its decoder raises in that case.
     """
     try:
-        import torchcodec   # deferred: an optional decoder
-        from torchcodec.decoders import VideoDecoder   # deferred: an optional decoder
+        import torchcodec  # deferred: an optional decoder
+        from torchcodec.decoders import VideoDecoder  # deferred: an optional decoder
     except ModuleNotFoundError as error:
         if error.name != "torchcodec":
             return False, f"importing torchcodec failed: {_first_line(error)}"
@@ -340,7 +340,7 @@ class TorchCodecReader(_Reader):
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"TorchCodecReader: device={device!r} but no CUDA device is available")
         _check_video_file(path)
-        from torchcodec.decoders import VideoDecoder   # deferred: an optional decoder
+        from torchcodec.decoders import VideoDecoder  # deferred: an optional decoder
 
         try:
             self._decoder = VideoDecoder(path, dimension_order="NHWC", num_ffmpeg_threads=1, device=device,

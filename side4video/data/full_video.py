@@ -58,7 +58,8 @@ class FullVideoSampler:
 
     ``train`` jitters the stride phase (when ``random_shift``); ``validation`` gives the deterministic clip
     ``[n]`` and ``test`` the same as ``[1, n]`` (full-video evaluation has one temporal view; crops still
-    apply). Clip lengths vary by video; batch them with :func:`collate_full_video`. ``frames_per_clip`` (1) is only the length of the placeholder
+    apply). Clip lengths vary by video; batch them with :func:`collate_full_video`. ``frames_per_clip`` (1) is only
+    the length of the placeholder
     clip ``VideoDataset`` makes for an unreadable evaluation video.
     """
 

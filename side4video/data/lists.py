@@ -7,9 +7,14 @@ Accepted list lines, one video per line, fields separated by whitespace:
 * ``video_file num_frames label``  the same, the listed count is kept but not trusted.
 
 A path is a video file when its extension is in ``VIDEO_EXTENSIONS``. Fields are split from the
-right, so paths that contain spaces still parse. Blank lines are ignored. One list holds one kind:
-mixing frame folders and video files is an error. A video listed twice is kept twice (as the reference
-does), with one warning per list naming the lines.
+right, so paths that contain spaces still parse. Blank lines are ignored; a UTF-8 byte-order mark and
+CRLF line endings (lists saved by Windows editors) are accepted. One list holds one kind: mixing frame
+folders and video files is an error. A video listed twice is kept twice (as the reference does), with one
+warning per list naming the lines; a video listed with two different labels gets a warning of its own that
+names both labels.
+
+Lines are written by one formatter, :func:`format_list_line`, which the dataset preparers
+(``side4video.prep``) share.
 
 Errors: a missing file raises ``InputNotFoundError``; a malformed line, a label outside the classes, a
 mixed or empty list raise ``DataError``; each message is one line starting with ``file:line``.
@@ -19,6 +24,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
 from dataclasses import dataclass
 
 from ..errors import DataError, InputNotFoundError
@@ -28,6 +34,13 @@ logger = logging.getLogger("side4video")
 VIDEO_EXTENSIONS = frozenset({
     ".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpeg", ".mpg", ".flv", ".wmv",
 })
+
+# "utf-8-sig" drops a leading byte-order mark (Notepad and Excel write one); plain "utf-8" would keep it as
+# the first character of the first path, so that video would silently never be found.
+TEXT_ENCODING = "utf-8-sig"
+
+_WHITESPACE = re.compile(r"\s")
+_LINE_BREAK = re.compile(r"[\r\n]")
 
 
 @dataclass(frozen=True)
@@ -97,7 +110,7 @@ def read_annotation_list(list_file: str, *, num_classes: int | None = None) -> l
     if not os.path.isfile(list_file):
         raise InputNotFoundError(f"annotation list not found: {list_file}")
     records: list[VideoRecord] = []
-    with open(list_file, encoding="utf-8") as handle:
+    with open(list_file, encoding=TEXT_ENCODING) as handle:
         for line_number, text in enumerate(handle, start=1):
             if not text.strip():
                 continue
@@ -125,26 +138,82 @@ def find_duplicates(records: list[VideoRecord]) -> dict[str, list[int]]:
     return {path: numbers for path, numbers in lines.items() if len(numbers) > 1}
 
 
-def warn_duplicates(records: list[VideoRecord], source: str) -> int:
-    """Log one warning (logger ``side4video``) if some video is listed more than once; returns the number of
-    extra copies. Duplicates are not an error: each copy stays an entry (sampled, evaluated) of its own."""
+def find_label_conflicts(records: list[VideoRecord]) -> dict[str, list[tuple[int, int]]]:
+    """``{path: [(line, label), ...]}`` for every path listed with more than one label, in order of first
+    appearance (every copy of such a path is included, not only the disagreeing ones)."""
+    copies: dict[str, list[tuple[int, int]]] = {}
+    for record in records:
+        copies.setdefault(record.path, []).append((record.line, record.label))
+    return {path: listed for path, listed in copies.items() if len({label for _, label in listed}) > 1}
+
+
+@dataclass(frozen=True)
+class DuplicateSummary:
+    """What :func:`warn_duplicates` found in one list.
+
+    ``duplicated_videos`` / ``extra_copies``: videos listed more than once with one label, and how many copies
+    beyond the first they have. ``conflicting_videos``: videos listed with different labels (a different
+    problem: one of the labels is wrong, so these are counted and warned about separately).
+    """
+
+    duplicated_videos: int = 0
+    extra_copies: int = 0
+    conflicting_videos: int = 0
+
+
+def _lines_text(numbers: list[int], limit: int = 5) -> str:
+    return ", ".join(str(n) for n in numbers[:limit]) + (", ..." if len(numbers) > limit else "")
+
+
+def warn_duplicates(records: list[VideoRecord], source: str) -> DuplicateSummary:
+    """Log a warning (logger ``side4video``) for videos listed more than once with one label, and a separate one
+    for videos listed with different labels; returns both counts. Neither is an error: each copy stays an entry
+    (sampled, evaluated) of its own, with the label of its own line."""
     duplicates = find_duplicates(records)
-    if not duplicates:
-        return 0
-    extra = sum(len(numbers) - 1 for numbers in duplicates.values())
-    path, numbers = next(iter(duplicates.items()))
-    shown = ", ".join(str(n) for n in numbers[:5]) + (", ..." if len(numbers) > 5 else "")
-    logger.warning("%s: %d duplicate entr%s (%d video%s listed more than once; each copy is kept), first: %r on "
-                   "lines %s", source, extra, "y" if extra == 1 else "ies", len(duplicates),
-                   "" if len(duplicates) == 1 else "s", path, shown)
-    return extra
+    conflicts = find_label_conflicts(records)
+    plain = {path: numbers for path, numbers in duplicates.items() if path not in conflicts}
+    extra = sum(len(numbers) - 1 for numbers in plain.values())
+    if plain:
+        path, numbers = next(iter(plain.items()))
+        logger.warning("%s: %d duplicate entr%s (%d video%s listed more than once; each copy is kept), first: %r on "
+                       "lines %s", source, extra, "y" if extra == 1 else "ies", len(plain),
+                       "" if len(plain) == 1 else "s", path, _lines_text(numbers))
+    if conflicts:
+        path, listed = next(iter(conflicts.items()))
+        labels: dict[int, list[int]] = {}
+        for number, label in listed:
+            labels.setdefault(label, []).append(number)
+        shown = "; ".join(f"label {label} on line{'s' if len(numbers) > 1 else ''} {_lines_text(numbers)}"
+                          for label, numbers in labels.items())
+        logger.warning("%s: %d video%s listed with different labels (each copy is kept with the label of its "
+                       "line; one of them is probably wrong), first: %r with %s", source, len(conflicts),
+                       "" if len(conflicts) == 1 else "s", path, shown)
+    return DuplicateSummary(duplicated_videos=len(plain), extra_copies=extra, conflicting_videos=len(conflicts))
+
+
+def format_list_line(path: str, label: int, num_frames: int | None = None, *, allow_spaces: bool = False) -> str:
+    """One list line: ``path label`` (a video) or ``path num_frames label`` (a frame folder, or a video with
+    its count).
+
+    A path with whitespace is refused (DataError): the lists are space-separated, and other TSN-style tools
+    split on every space. ``allow_spaces`` writes back a path that was read from a list: this module's reader
+    splits from the right, so inner spaces survive; line breaks and leading or trailing whitespace never do.
+    """
+    if allow_spaces:
+        bad = bool(_LINE_BREAK.search(path)) or path != path.strip()
+    else:
+        bad = bool(_WHITESPACE.search(path))
+    if bad or not path:
+        raise DataError(f"path {path!r} {'is empty' if not path else 'contains whitespace'}, which a "
+                        "space-separated list cannot hold")
+    if num_frames is None:
+        return f"{path} {int(label)}"
+    return f"{path} {int(num_frames)} {int(label)}"
 
 
 def format_record(record: VideoRecord) -> str:
     """The list line for ``record``, in the format it was read from."""
-    if record.num_frames is None:
-        return f"{record.path} {record.label}"
-    return f"{record.path} {record.num_frames} {record.label}"
+    return format_list_line(record.path, record.label, record.num_frames, allow_spaces=True)
 
 
 def read_label_names(csv_file: str) -> list[str]:
@@ -155,7 +224,7 @@ def read_label_names(csv_file: str) -> list[str]:
     if not os.path.isfile(csv_file):
         raise InputNotFoundError(f"label list not found: {csv_file}")
     names: dict[int, str] = {}
-    with open(csv_file, encoding="utf-8", newline="") as handle:
+    with open(csv_file, encoding=TEXT_ENCODING, newline="") as handle:
         for line_number, row in enumerate(csv.reader(handle), start=1):
             if not row or not "".join(row).strip():
                 continue

@@ -99,7 +99,9 @@ def collate_eval(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Evaluation batch: ``frames [B, V, n, 3, S, S]``, ``label [B]`` (the video's label: view 0 is never
     flipped), ``index [B]``, ``video_id`` list, ``valid`` bool ``[B]``, ``errors`` concatenated and
     ``sample_errors`` (each video's own list, so reasons are never attributed to the wrong video) and
-    ``flipped`` bool ``[B, V]`` (horizontally flipped views, e.g. the second half of 10-crop testing)."""
+    ``flipped`` bool ``[B, V]`` (horizontally flipped views, e.g. the second half of 10-crop testing),
+    ``distinct_views`` (per video: how many of its views differ; None if unreadable) and ``out_of_order`` bool
+    ``[B]`` (a clip's frames not in temporal order)."""
     return dict(frames=torch.stack([s["frames"] for s in samples]),
                 label=torch.stack([s["label"][0] for s in samples]),
                 index=torch.tensor([s["index"] for s in samples], dtype=torch.int64),
@@ -107,7 +109,9 @@ def collate_eval(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 valid=torch.tensor([s["valid"] for s in samples], dtype=torch.bool),
                 errors=[error for s in samples for error in s["errors"]],
                 sample_errors=[list(s["errors"]) for s in samples],
-                flipped=torch.stack([s["flipped"] for s in samples]))
+                flipped=torch.stack([s["flipped"] for s in samples]),
+                distinct_views=[s.get("distinct_views") for s in samples],
+                out_of_order=torch.tensor([bool(s.get("out_of_order", False)) for s in samples], dtype=torch.bool))
 
 
 def create_loader(dataset: Dataset, batch_size: int, *, sampler: Sampler | None = None, num_workers: int = 0,

@@ -9,20 +9,29 @@ are replaced by draws of the same distribution from that generator.
 
 Rules, one per line (``data.sampling_protocol``; ``data.sampling: dense`` for the dense rows):
 
-* tsn train:          avg = (F - L + 1) // T; start_i = i * avg + randint(avg) (avg = 0: T sorted draws from range(F - L + 1) if F > T, else floor(i * F / T))
-* tsn validation/test: tick = (F - L + 1) / T; start_i = int(tick * i + tick * (c + 1) / (K + 1)) (validation: K = 1, the segment middle)
+* tsn train:          avg = (F - L + 1) // T; start_i = i * avg + randint(avg)
+                      (avg = 0: T sorted draws from range(F - L + 1) if F > T, else floor(i * F / T))
+* tsn validation/test: tick = (F - L + 1) / T; start_i = int(tick * i + tick * (c + 1) / (K + 1))
+                      (validation: K = 1, the segment middle)
 * tsn dense train:    start = randint(max(F - T * r, 0) + 1); j_i = (start + i * r) mod F
-* tsn dense test:     start_c = round(c * max(F - T * r, 0) / (K - 1)) (K = 1: max(F - T * r, 0) // 2); j_i = (start_c + i * r) mod F
-* sth train:          F > T * L: tick_i = i * F // T, start_i = tick_i + randint(tick_(i+1) - tick_i - L + 1), L consecutive frames per segment; F <= T * L: sorted(0..F-1 and T * L - F draws from randint(F))
+* tsn dense test:     start_c = round(c * max(F - T * r, 0) / (K - 1)) (K = 1: max(F - T * r, 0) // 2);
+                      j_i = (start_c + i * r) mod F
+* sth train:          F > T * L: tick_i = i * F // T, start_i = tick_i + randint(tick_(i+1) - tick_i - L + 1),
+                      L consecutive frames per segment; F <= T * L: sorted(0..F-1 and T * L - F draws from randint(F))
 * sth validation:     seg = (F - 1) / T; j_i = int(round(seg * i)) + int(seg / 2)
 * sth test:           seg = (F - 1) / T; j_i = int(round(seg * i)) + int(seg / (K + 1) * (c + 1))
-* kinetics train:     seg = (F - 1) / T; j_i = uniform integer in [int(round(seg * i)), int(round(seg * (i + 1)))] (inclusive)
+* kinetics train:     seg = (F - 1) / T; j_i = uniform integer in [int(round(seg * i)), int(round(seg * (i + 1)))]
+                      (inclusive)
 * kinetics validation: j_i = int(F / T * i) mod F
 * kinetics test:      s_c = int(linspace(0, F / T - 1, K)[c]); j_i = int(s_c + F / T * i) mod F
 * sth/kinetics dense: stride = R // T; j_i = (start + i * stride) mod F
 * sth/kinetics dense train: start = 0 if F <= R, else uniform integer in [0, F - R - 1]
 * sth/kinetics dense test:  start_c = c * floor(max(F - R, 0) / (K - 1)); K = 1: start = max(F - R, 0) // 2
 * sth/kinetics dense validation: the K = 1 test window, start = max(F - R, 0) // 2
+* adaptive dense window (``data.dense_window: adaptive``) when the window W (R, or T * r for tsn) is longer than the
+  video, F < W: stride s = max(F // T, 1), j_i = start + i * s with start in [0, L], L = max(F - 1 - (T - 1) * s, 0)
+  (train: uniform; test: c * floor(L / (K - 1)), K = 1: L // 2); for F < T, j_i = floor(i * F / T). Frames stay in
+  order and the K clips differ as far as the video allows; with F >= W it is the rule above
 
 Where the reference leaves a case undefined or version-dependent this module decides:
 
@@ -207,6 +216,31 @@ def window_test_starts(num_frames: int, dense_range: int, num_clips: int = 1) ->
     return [c * step for c in range(num_clips)]
 
 
+# -- the adaptive dense window (frames in order for videos shorter than the window) -------------------------------
+DENSE_WINDOWS = ("reference", "adaptive")
+
+
+def adaptive_indices(num_frames: int, num_segments: int, start: int) -> np.ndarray:
+    """T frames at stride ``max(F // T, 1)`` from ``start`` (F >= T), or ``floor(i * F / T)`` (F < T): in order."""
+    if num_frames < num_segments:
+        return (np.arange(num_segments, dtype=np.int64) * num_frames) // num_segments
+    stride = num_frames // num_segments
+    return start + np.arange(num_segments, dtype=np.int64) * stride
+
+
+def adaptive_last_start(num_frames: int, num_segments: int) -> int:
+    if num_frames < num_segments:
+        return 0
+    return max(num_frames - 1 - (num_segments - 1) * (num_frames // num_segments), 0)
+
+
+def adaptive_test_starts(num_frames: int, num_segments: int, num_clips: int = 1) -> list[int]:
+    last = adaptive_last_start(num_frames, num_segments)
+    if num_clips == 1:
+        return [last // 2]
+    return [c * (last // (num_clips - 1)) for c in range(num_clips)]
+
+
 @dataclass(frozen=True)
 class FrameSampler:
     """Chooses the frame indices of the clips taken from one video.
@@ -215,7 +249,8 @@ class FrameSampler:
     selects the dense window of the protocol: stride ``sampling_rate`` for tsn, ``dense_range // T`` for
     sth/kinetics. Segment mode yields ``T * L`` indices per clip, dense mode ``T``.
     ``random_shift=False`` makes :meth:`train` return the validation indices (dense tsn keeps its random
-    window, as TSM does).
+    window, as TSM does). ``dense_window``: ``reference`` wraps a window longer than the video around
+    (``mod F``, frames out of order, as the reference); ``adaptive`` shrinks it to the video.
     """
 
     num_segments: int
@@ -225,11 +260,14 @@ class FrameSampler:
     random_shift: bool = True
     protocol: str = "tsn"
     dense_range: int = 128
+    dense_window: str = "reference"
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"FrameSampler.protocol must be one of {PROTOCOLS} (resolve 'auto' with "
                              f"resolve_protocol), got {self.protocol!r}")
+        if self.dense_window not in DENSE_WINDOWS:
+            raise ValueError(f"FrameSampler.dense_window must be one of {DENSE_WINDOWS}, got {self.dense_window!r}")
         for name in ("num_segments", "seg_length", "sampling_rate", "dense_range"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"FrameSampler.{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -246,10 +284,22 @@ class FrameSampler:
     def _expand(self, starts: np.ndarray, num_frames: int) -> np.ndarray:
         return expand_segments(starts, self.seg_length, num_frames)
 
+    @property
+    def dense_window_frames(self) -> int:
+        """W: the frames a dense window spans (tsn: T * rate; sth/kinetics: dense_range)."""
+        return self.num_segments * self.sampling_rate if self.protocol == "tsn" else self.dense_range
+
+    def _adaptive(self, num_frames: int) -> bool:
+        """The adaptive window applies: asked for, dense, and the video shorter than the window."""
+        return self.dense and self.dense_window == "adaptive" and num_frames < self.dense_window_frames
+
     def train(self, num_frames: int, rng: np.random.Generator) -> np.ndarray:
         """Indices ``[frames_per_clip]`` of one training clip (the validation indices without random_shift)."""
         self._check_frames(num_frames)
         T = self.num_segments
+        if self._adaptive(num_frames) and (self.random_shift or self.protocol == "tsn"):
+            start = int(rng.integers(adaptive_last_start(num_frames, T) + 1))
+            return adaptive_indices(num_frames, T, start)
         if self.protocol == "tsn":
             if self.dense:
                 return dense_train_indices(num_frames, T, self.sampling_rate, rng)
@@ -269,6 +319,8 @@ class FrameSampler:
         """Indices ``[frames_per_clip]`` of the validation clip (always equal to ``test(num_frames, 1)[0]``)."""
         self._check_frames(num_frames)
         T = self.num_segments
+        if self._adaptive(num_frames):
+            return adaptive_indices(num_frames, T, adaptive_test_starts(num_frames, T)[0])
         if self.protocol == "tsn":
             if self.dense:
                 return dense_test_indices(num_frames, T, self.sampling_rate)
@@ -285,6 +337,8 @@ class FrameSampler:
         if num_clips < 1:
             raise ValueError(f"num_clips must be a positive integer, got {num_clips}")
         T, F = self.num_segments, num_frames
+        if self._adaptive(F):
+            return np.stack([adaptive_indices(F, T, start) for start in adaptive_test_starts(F, T, num_clips)])
         if self.dense:
             if self.protocol == "tsn":
                 clips = [dense_test_indices(F, T, self.sampling_rate, c, num_clips) for c in range(num_clips)]

@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+
 from ..backbones.tiny import TINY_CLIP_CONFIG, make_tiny_backbone
 
 CLASS_NAMES = ("moving right", "moving left", "moving down", "moving up",
@@ -153,7 +154,7 @@ def write_video(path: str, frames: np.ndarray, fps: int = 24, codec: str = "mpeg
     sizes) because its output is byte-reproducible; libx264 (``codec="libx264"``) occasionally was not,
     even single-threaded, which would break the dataset's determinism.
     """
-    import av   # deferred: a decoder, loaded only for video files
+    import av  # deferred: a decoder, loaded only for video files
 
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with av.open(path, "w") as container:
@@ -183,7 +184,7 @@ def _generate_video(task: tuple) -> None:
 def _check_decord_reads(path: str, frames: int) -> None:
     """Fail early if decord, the default training decoder, cannot read the videos back."""
     try:
-        import decord   # deferred: an optional decoder
+        import decord  # deferred: an optional decoder
     except ImportError:
         return
     try:

@@ -34,17 +34,17 @@ dataset with the same arguments (``toy_sparse_meta.json``) is not generated agai
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 import json
 import os
 import time
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from .toy import run_tasks, write_label_list, write_split_lists, write_video
 from ..backbones.tiny import TINY_CLIP_CONFIG, make_tiny_backbone
+from .toy import run_tasks, write_label_list, write_split_lists, write_video
 
 CLASS_NAMES = ("moving left", "moving right", "moving up", "moving down")
 FLIP_PAIRS = ((0, 1),)
@@ -205,7 +205,8 @@ A bright disc drifts slowly (wrapping around the edges) in the class direction, 
 4-5 short bursts of 3-5 informative frames; the other frames show a static square, the background alone, or
 black. Frame types over all clips: {fractions}.
 8 frames sampled TSN-style (segment middles) miss {stats['uniform_burst_miss']:.1%} of the informative bursts
-entirely (and catch fewer than 2 informative frames in {stats['uniform_miss']:.1%} of the clips). Horizontal flips swap left and right: flip_pairs: [[0, 1]].
+entirely (and catch fewer than 2 informative frames in {stats['uniform_miss']:.1%} of the clips).
+Horizontal flips swap left and right: flip_pairs: [[0, 1]].
 
 Layout:
   frames/{{train,val}}/<id>/00001.jpg ...   JPEG frames, 1-indexed (image_tmpl '{{:05d}}.jpg')
@@ -246,7 +247,8 @@ def generate_toy_sparse_dataset(out_dir: str, *, seed: int = 0, train_per_class:
     """Write the sparse toy dataset to ``out_dir`` (skipped if already complete with these arguments).
 
     Returns ``root``, ``frames_root``, ``train_frames_list``, ``val_frames_list`` (with the ``frames`` format),
-    the video paths (with the ``videos`` format), ``frame_types``, ``label_list``, ``image_tmpl``, ``num_classes``, ``class_names``, ``flip_pairs``,
+    the video paths (with the ``videos`` format), ``frame_types``, ``label_list``, ``image_tmpl``, ``num_classes``,
+    ``class_names``, ``flip_pairs``,
     ``stats`` (:func:`schedule_stats` over both splits) and ``generated`` (False when skipped).
     """
     formats = tuple(sorted(set(formats)))

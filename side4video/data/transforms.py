@@ -15,10 +15,10 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 from PIL import Image
+from timm.data.auto_augment import rand_augment_transform
 from torchvision.transforms.v2 import functional as TF
 
 from .sampling import is_something_something
-from timm.data.auto_augment import rand_augment_transform
 
 # short side (int) or fixed (height, width)
 ScaleSize = int | tuple[int, int]
@@ -304,6 +304,15 @@ def eval_crop_geometry(height: int, width: int, input_size: int, scale: ScaleSiz
     return (h, w), views
 
 
+def distinct_view_count(clip_indices: np.ndarray, crop_geometry: Sequence[tuple[int, int, bool]]) -> int:
+    """How many of a video's ``clips x crops`` views differ. A view is fixed by its clip's frame indices and its
+    crop (``(top, left, flipped)`` of an ``S x S`` box in the scaled frame, from ``eval_crop_geometry``); views
+    are every clip with every crop, so the distinct ones are the distinct clips times the distinct crops. Crops
+    coincide when the scaled frame is barely larger than the crop, clips when the video is short."""
+    clips = {tuple(row) for row in np.asarray(clip_indices).reshape(len(clip_indices), -1).tolist()}
+    return len(clips) * len(set(crop_geometry))
+
+
 class EvalViews:
     """The deterministic spatial views of a clip for validation/testing (see ``eval_crop_geometry``)."""
 
@@ -316,6 +325,10 @@ class EvalViews:
         self.scale = scale
         self.num_crops = num_crops
         self.three_crop = three_crop
+
+    def geometry(self, height: int, width: int) -> list[tuple[int, int, bool]]:
+        """The crops ``(top, left, flipped)`` this transform takes from frames of ``height x width``."""
+        return eval_crop_geometry(height, width, self.input_size, self.scale, self.num_crops, self.three_crop)[1]
 
     def __call__(self, frames: torch.Tensor) -> tuple[torch.Tensor, list[bool]]:
         """``frames [N, 3, H, W]`` -> ``(views [num_crops, N, 3, S, S], flipped per view)``."""

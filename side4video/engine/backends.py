@@ -95,7 +95,7 @@ class DeepSpeedBackend:
     """DeepSpeed's engine (``deepspeed.initialize`` on ``module`` with our optimizer and schedule)."""
 
     def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, scheduler, config: dict[str, Any]):
-        import deepspeed   # deferred: heavy, and it must see the accelerator environment set up first
+        import deepspeed  # deferred: heavy, and it must see the accelerator environment set up first
         self.engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler,
                                                     config=config)
 

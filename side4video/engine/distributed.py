@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import sys
+import sysconfig
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,10 +36,20 @@ def free_port() -> int:
 def prepare_accelerator_env() -> None:
     """Tell DeepSpeed to use its CPU accelerator on machines without CUDA (instead of guessing with a warning),
     keep its compiled helpers in this environment's own cache (another checkout's cache would make it rebuild
-    them on every command), and silence the build chatter that is not ours to report."""
+    them on every command), build them with this environment's own ``ninja``, and silence the build chatter that
+    is not ours to report.
+
+    Why the ``ninja``: torch builds DeepSpeed's helpers with whichever ``ninja`` comes first on PATH. A shell with
+    the environment activated (``scripts/*.sh``) finds the environment's ninja, a plain ``python train.py`` the
+    system's; two ninja versions read each other's build log as out of date, so every switch between the two
+    launch paths rebuilt the helpers (60-70 s on 2 cores)."""
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
+    scripts = sysconfig.get_path("scripts")
+    path = os.environ.get("PATH", "")
+    if os.path.isfile(os.path.join(scripts, "ninja")) and path.split(os.pathsep)[0] != scripts:
+        os.environ["PATH"] = scripts + os.pathsep + path
     # "No CUDA runtime is found ..." on every CPU command, from torch.utils.cpp_extension when DeepSpeed imports it
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
@@ -49,7 +60,7 @@ def setup_distributed() -> DistInfo:
     A plain ``python train.py`` becomes a one-process group, so every code path is the distributed one.
     """
     prepare_accelerator_env()
-    import deepspeed   # deferred: heavy, and it reads the accelerator environment set just above
+    import deepspeed  # deferred: heavy, and it reads the accelerator environment set just above
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=os.environ.get("MASTER_PORT", str(free_port())))
@@ -126,7 +137,7 @@ def cleanup() -> None:
     failed in ``deepspeed.initialize`` with "Group ... is not registered")."""
     if not dist.is_initialized():
         return
-    import deepspeed.comm as ds_comm   # deferred: heavy, and only needed when DeepSpeed set the group up
+    import deepspeed.comm as ds_comm  # deferred: heavy, and only needed when DeepSpeed set the group up
     if ds_comm.is_initialized():
         ds_comm.destroy_process_group()
     else:

@@ -8,6 +8,7 @@ import math
 import sys
 from pathlib import Path
 from typing import Any, Sequence
+
 from tqdm import tqdm
 
 LOGGER_NAME = "side4video"
@@ -92,7 +93,7 @@ class TensorBoard:
     def __init__(self, log_dir: Path | None, enabled: bool):
         self.writer = None
         if enabled and log_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter   # deferred: heavy; only when TensorBoard logging is on
+            from torch.utils.tensorboard import SummaryWriter  # deferred: heavy; only when TensorBoard logging is on
             self.writer = SummaryWriter(str(log_dir))
 
     def scalars(self, step: int, **values: float | None) -> None:
@@ -112,9 +113,9 @@ def plot_curves(metrics_path: str | Path, out_path: str | Path) -> None:
     rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
     if not rows:
         return
-    import matplotlib   # deferred: a heavy import that only the end of a run needs
+    import matplotlib  # deferred: a heavy import that only the end of a run needs
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt   # deferred: a heavy import only plots need
+    import matplotlib.pyplot as plt  # deferred: a heavy import only plots need
     epochs = [r["epoch"] for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot(epochs, [r["train_loss"] for r in rows], marker="o")

@@ -56,7 +56,8 @@ def param_groups(model: nn.Module, weight_decay: float, *, decay_all: bool = Fal
                                                         "weight_decay": base_decay if decay else 0.0})
         group["params"].append(param)
         group["names"].append(name)
-    unused = [p for p in lr_mult if not any(n == p or n.startswith(p + ".") for g in groups.values() for n in g["names"])]
+    names = [n for g in groups.values() for n in g["names"]]
+    unused = [p for p in lr_mult if not any(n == p or n.startswith(p + ".") for n in names)]
     if unused:
         tops = sorted({n.split(".")[0] for g in groups.values() for n in g["names"]})
         raise ConfigError(f"solver.lr_mult: no trainable parameter starts with {unused}; the model's parts are "

@@ -22,7 +22,7 @@ PERFORMANCE_ONLY = ("network.compile", "network.grad_checkpointing", "network.re
 REFUSED_GROUPS: dict[str, tuple[str, ...]] = {
     "model": ("network.",),
     "frames": ("data.num_segments", "data.seg_length", "data.sampling", "data.sampling_protocol", "data.dense_range",
-               "data.sampling_rate", "data.num_sample"),
+               "data.dense_window", "data.sampling_rate", "data.num_sample"),
     "input size": ("data.input_size", "data.scale_size"),
     "task": ("task",),
     "plugins": ("solver.plugins", "solver.mixup", "solver.cutmix"),

@@ -28,7 +28,7 @@ from .distributed import setup_distributed
 from .logging_utils import dump_json, setup_logging
 
 # data keys whose value changes which frames and pixels a test scores (besides what the protocol name says)
-DATA_IDENTITY_KEYS = ("val_list", "val_root", "dataset", "sampling_protocol", "sampling", "dense_range",
+DATA_IDENTITY_KEYS = ("val_list", "val_root", "dataset", "sampling_protocol", "sampling", "dense_range", "dense_window",
                       "sampling_rate", "three_crop", "scale_size", "input_size", "image_tmpl", "video_backend")
 
 
@@ -115,14 +115,18 @@ def run_test(cfg, weights: str | Path, *, test_crops: int | None = None, test_cl
         raise DataError(f"{cfg.data.val_list}: none of the {len(dataset)} videos could be read ({listed}"
                         f"{' ...' if len(scores.unreadable) > 3 else ''}); nothing was evaluated")
     identity = data_identity(cfg.data)
+    repeated = scores.repeated_views()
     results = {
         **{k: v for k, v in evaluation.metrics.items() if k != "unreadable"},
         "protocol": protocol, "crops": crops, "clips": clips, "frames": frames,
         "sampling": "dense" if dense else cfg.data.sampling, "score_average": average,
         "data": {"list": identity["val_list"], "root": identity["val_root"],
-                 "sampling_protocol": identity["sampling_protocol"], "dense": bool(dense or cfg.data.sampling == "dense"),
+                 "sampling_protocol": identity["sampling_protocol"],
+                 "dense": bool(dense or cfg.data.sampling == "dense"), "dense_window": cfg.data.dense_window,
                  "dense_range": cfg.data.dense_range, "three_crop": cfg.data.three_crop,
                  "scale_size": cfg.data.scale_size, "input_size": cfg.data.input_size},
+        "views": repeated,
+        "out_of_order_videos": len(scores.out_of_order),
         "unreadable": scores.unreadable,
         "checkpoint": {"path": str(weights), "epoch": checkpoint.get("epoch"),
                        "format": checkpoint.get("format") if checkpoint.get("format") in FORMATS else "state_dict",
@@ -132,6 +136,7 @@ def run_test(cfg, weights: str | Path, *, test_crops: int | None = None, test_cl
     if checkpoint.get("other_backbone"):
         results["other_backbone"] = checkpoint["other_backbone"]   # allowed with --allow_other_backbone
     if dist.is_main:
+        _warn_about_views(log, repeated, scores, cfg, dense)
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "results.json", dump_json(results))
         save_scores(out_dir / "scores.npz", scores, dataset.class_names, protocol, average)
@@ -141,6 +146,20 @@ def run_test(cfg, weights: str | Path, *, test_crops: int | None = None, test_cl
                  + (f"; {len(scores.unreadable)} unreadable, excluded (listed in results.json)"
                     if scores.unreadable else "") + f"  -> {out_dir}")
     return results
+
+
+def _warn_about_views(log, repeated: Mapping[str, Any], scores: ScoreSet, cfg, dense: bool) -> None:
+    """Say when the protocol's name promises more than was scored: views that coincide, frames out of order."""
+    if repeated["videos_with_repeated_views"]:
+        log.warning(f"{repeated['videos_with_repeated_views']} of {len(scores.video_ids)} videos had only "
+                    f"{repeated['distinct_min']} distinct views of the {repeated['requested']} requested (e.g. "
+                    f"{repeated['example']!r}: a video shorter than the clips' positions need, or frames barely "
+                    "larger than the crop); repeated views weigh more in the average (results.json: views)")
+    if scores.out_of_order:
+        hint = (" (data.dense_window: adaptive keeps them in order)" if (dense or cfg.data.sampling == "dense")
+                and cfg.data.dense_window == "reference" else "")
+        log.warning(f"{len(scores.out_of_order)} videos are shorter than the dense window: the reference's rule wraps "
+                    f"around (mod F) and takes their frames out of order, e.g. {scores.out_of_order[0]!r}{hint}")
 
 
 __all__ = ["DATA_IDENTITY_KEYS", "data_identity", "data_key", "default_test_dir", "save_scores", "run_test"]

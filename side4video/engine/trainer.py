@@ -11,7 +11,6 @@ checked for finiteness, logged) every ``logging.print_freq`` steps, before check
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from pathlib import Path
@@ -23,20 +22,43 @@ from torch import nn
 
 from ..backbones import backbone_identity
 from ..config import dump_config, to_plain_dict
-from ..data import (BadSampleTracker, ShardedEvalSampler, TrainSampler, create_dataset, create_loader, collate_eval,
-                    collate_train, loader_options)
+from ..data import (
+    BadSampleTracker,
+    ShardedEvalSampler,
+    TrainSampler,
+    collate_eval,
+    collate_train,
+    create_dataset,
+    create_loader,
+    loader_options,
+)
 from ..errors import CheckpointError, DataError, Side4VideoError, TrainingError
+from ..files import OutputInUse, OutputLock
 from ..models import count_parameters, create_assembler
 from ..plugins import PluginContext, create_plugins, set_up_plugins, validation_model
 from ..tasks import create_task
-from ..files import OutputInUse, OutputLock
 from .backends import DeepSpeedBackend
 from .builders import backbone_from_config, check_fits, load_trainable_weights, model_from_config
-from .checkpoint import (create_checkpoint, capture_rng_state, check_backbone_identity, is_training_checkpoint,
-                         load_checkpoint, restore_rng_state, restore_weights, weights_state)
+from .checkpoint import (
+    capture_rng_state,
+    check_backbone_identity,
+    create_checkpoint,
+    is_training_checkpoint,
+    load_checkpoint,
+    restore_rng_state,
+    restore_weights,
+    weights_state,
+)
 from .distributed import DistInfo, all_gather_objects, all_reduce_sum, average_buffers, barrier, setup_distributed
-from .logging_utils import (TensorBoard, append_jsonl, append_jsonl_rows, plot_curves, progress_bar, rewrite_jsonl,
-                            setup_logging)
+from .logging_utils import (
+    TensorBoard,
+    append_jsonl,
+    append_jsonl_rows,
+    plot_curves,
+    progress_bar,
+    rewrite_jsonl,
+    setup_logging,
+)
 from .optim import create_optimizer, create_scheduler
 from .resume import Rebased, compare, rebase_position
 from .signals import StopRequest, TrainingInterrupted
@@ -452,7 +474,8 @@ class Trainer:
             if value != value or value in (float("inf"), float("-inf")):
                 bad = "NaN" if value != value else value
                 raise TrainingDiverged(
-                    f"loss became {bad} at epoch {row['epoch']}, step {row['step']} (global step {row['global_step']}); "
+                    f"loss became {bad} at epoch {row['epoch']}, step {row['step']} "
+                    f"(global step {row['global_step']}); "
                     f"stopped. {self._last_good_for(row['global_step'])} Lower solver.lr, enable "
                     "solver.clip_gradient, or check the data.")
         saved = self.keeper.last_saved_step

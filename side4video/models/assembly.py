@@ -91,4 +91,5 @@ def run_model(backbone: FrozenEncoder, model: nn.Module, frames: torch.Tensor, a
     return torch.cat(outputs)
 
 
-__all__ = ["ASSEMBLERS", "protocol_name", "TapAssembler", "check_assembler_spec", "create_assembler", "model_inputs", "run_model"]
+__all__ = ["ASSEMBLERS", "protocol_name", "TapAssembler", "check_assembler_spec", "create_assembler", "model_inputs",
+           "run_model"]

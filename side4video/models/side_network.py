@@ -30,10 +30,17 @@ from torch import nn
 
 from ..backbones.frozen import BackboneInfo, LayerSpec, select_layers
 from ..errors import ConfigError
-from ..modules import (SLOTS, BlockContext, TokenBatchNorm, create_side_module, check_side_module_spec, module_plan,
-                       residual_init_std)
-from ..modules.norm import checkpoint_without_double_updates
+from ..modules import (
+    SLOTS,
+    BlockContext,
+    TokenBatchNorm,
+    check_side_module_spec,
+    create_side_module,
+    module_plan,
+    residual_init_std,
+)
 from ..modules.functional import recomputed_linear
+from ..modules.norm import checkpoint_without_double_updates
 from .inputs import SideInputs
 
 

@@ -15,7 +15,7 @@ from .gc import GroupContextualization
 from .h2cn import HourglassChannelGate
 from .nonlocal_block import NonLocalBlock
 from .norm import TokenBatchNorm
-from .plan import PROVIDED, create_side_module, check_side_module_spec, module_plan, resolve_blocks
+from .plan import PROVIDED, check_side_module_spec, create_side_module, module_plan, resolve_blocks
 from .r2plus1d import R2Plus1DAdapter
 from .temporal_conv import TemporalConv
 from .tsm import TemporalShift, temporal_shift

@@ -66,7 +66,8 @@ class _RecomputedLinear(torch.autograd.Function):
         flat_grad = grad_out.reshape(-1, grad_out.shape[-1])
         grad_weight = grad_bias = None
         if need_weight:
-            grad_weight = (flat_grad.t() @ recomputed.detach().to(compute).reshape(-1, weight.shape[1])).to(weight.dtype)
+            flat_input = recomputed.detach().to(compute).reshape(-1, weight.shape[1])
+            grad_weight = (flat_grad.t() @ flat_input).to(weight.dtype)
         if need_bias:
             grad_bias = flat_grad.sum(0).to(bias.dtype)
         wanted = [tensor for tensor in inputs if tensor.requires_grad]

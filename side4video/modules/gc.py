@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .base import BlockContext, SIDE_MODULES, VideoSideModule
+from .base import SIDE_MODULES, BlockContext, VideoSideModule
 from .norm import TokenBatchNorm
 
 CALIBRATORS = "GTSL"   # calibrator letter → its channel group: its position in this string

@@ -20,9 +20,8 @@ is not causal: frame t sees t+1.
 """
 from __future__ import annotations
 
-from typing import Annotated
-
 import math
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +29,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import Range
-from .base import BlockContext, SIDE_MODULES, SideModule
+from .base import SIDE_MODULES, BlockContext, SideModule
 from .norm import TokenBatchNorm
 
 
@@ -42,7 +41,8 @@ class HourglassChannelGate(SideModule):
     default_slot = "pre_attn"
     default_blocks = "all"
 
-    def __init__(self, dim: int, *, reduction: Annotated[int, Range(1)] = 16, gate_scale: float = 2.0, sync_bn: bool = False):
+    def __init__(self, dim: int, *, reduction: Annotated[int, Range(1)] = 16, gate_scale: float = 2.0,
+                 sync_bn: bool = False):
         super().__init__()
         if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
             raise ConfigError(f"H2CN reduction must be a positive integer, got {reduction!r}")

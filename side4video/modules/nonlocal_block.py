@@ -27,7 +27,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import Range
-from .base import BlockContext, SIDE_MODULES, SideModule
+from .base import SIDE_MODULES, BlockContext, SideModule
 from .norm import TokenBatchNorm
 
 
@@ -39,8 +39,8 @@ class NonLocalBlock(SideModule):
     default_slot = "post_attn"
     default_blocks = 2
 
-    def __init__(self, dim: int, *, reduction: Annotated[int, Range(1)] = 2, sub_sample: bool = True, sync_bn: bool = False,
-                 drop_path: float = 0.0):
+    def __init__(self, dim: int, *, reduction: Annotated[int, Range(1)] = 2, sub_sample: bool = True,
+                 sync_bn: bool = False, drop_path: float = 0.0):
         super().__init__()
         if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
             raise ConfigError(f"non-local reduction must be a positive integer, got {reduction!r}")

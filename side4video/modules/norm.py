@@ -13,9 +13,8 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 from torch.distributed.nn.functional import all_reduce
-
+from torch.utils.checkpoint import checkpoint
 
 _RECOMPUTING = threading.local()
 
@@ -74,7 +73,8 @@ class TokenBatchNorm(nn.BatchNorm1d):
         return bool(self.training and self.sync and dist.is_available() and dist.is_initialized()
                     and dist.get_world_size() > 1)
 
-    def pure(self, x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def pure(self, x: torch.Tensor, weight: torch.Tensor | None = None,
+             bias: torch.Tensor | None = None) -> torch.Tensor:
         """What :meth:`forward` computes on ``x``, without updating the running statistics (for recomputation
         in backward); ``weight``/``bias`` stand in for the affine parameters. Not for synchronised statistics."""
         flat = x.reshape(-1, x.shape[-1])

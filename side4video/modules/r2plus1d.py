@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import Range
-from .base import BlockContext, SIDE_MODULES, VideoSideModule
+from .base import SIDE_MODULES, BlockContext, VideoSideModule
 from .norm import TokenBatchNorm
 
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import Range
-from .base import BlockContext, SIDE_MODULES, SideModule, residual_init_std
+from .base import SIDE_MODULES, BlockContext, SideModule, residual_init_std
 from .functional import recomputed_linear, temporal_depthwise
 from .norm import TokenBatchNorm
 
@@ -27,8 +27,8 @@ from .norm import TokenBatchNorm
 class TemporalConv(SideModule):
     """The Side4Video temporal convolution branch, with its own BatchNorm and residual."""
 
-    def __init__(self, dim: int, *, ratio: float = 1.0, kernel_size: Annotated[int, Range(1)] = 3, post_norm: bool = False,
-                 sync_bn: bool = False, drop_path: float = 0.0, recompute: bool = False):
+    def __init__(self, dim: int, *, ratio: float = 1.0, kernel_size: Annotated[int, Range(1)] = 3,
+                 post_norm: bool = False, sync_bn: bool = False, drop_path: float = 0.0, recompute: bool = False):
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ConfigError(f"temporal conv kernel_size must be odd and positive, got {kernel_size}")

@@ -16,11 +16,11 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import Range
-from .base import BlockContext, SIDE_MODULES, SideModule
+from .base import SIDE_MODULES, BlockContext, SideModule
 from .norm import TokenBatchNorm
 
 
-def temporal_shift(x: torch.Tensor, num_frames: int, fold_div: Annotated[int, Range(2)] = 8, online: bool = False) -> torch.Tensor:
+def temporal_shift(x: torch.Tensor, num_frames: int, fold_div: int = 8, online: bool = False) -> torch.Tensor:
     """Shift channel slices of ``x [B*T, ..., C]`` (frame-major rows) along time, zero-filled at the ends.
 
     Bi-directional: ``C // fold_div`` channels from frame t+1 and the next ``C // fold_div`` from t−1.
@@ -43,8 +43,8 @@ def temporal_shift(x: torch.Tensor, num_frames: int, fold_div: Annotated[int, Ra
 class TemporalShift(SideModule):
     """TSM on the side block's residual branch: ``x + shift(BN(x))`` (post-norm: ``x + BN(shift(x))``)."""
 
-    def __init__(self, dim: int, *, fold_div: Annotated[int, Range(2)] = 8, online: bool = False, shift_cls: bool = False,
-                 post_norm: bool = False, sync_bn: bool = False):
+    def __init__(self, dim: int, *, fold_div: Annotated[int, Range(2)] = 8, online: bool = False,
+                 shift_cls: bool = False, post_norm: bool = False, sync_bn: bool = False):
         super().__init__()
         if fold_div < 2:
             raise ConfigError(f"TSM fold_div must be at least 2 (2/fold_div of the channels move), got {fold_div}")

@@ -48,7 +48,8 @@ the λ channel's weight 4 meaningful whatever the backbone). The saliency ``s`` 
 Cost per step, in backbone passes (the plain trainer does 1 forward, no grad): **+2 forwards and +1 backward**:
 the clean-clip feature pass (no grad; it stops after ``feature_layer``, so it is a partial pass when that layer
 is not the last) and the mask-branch pass on ``x̃_k`` (with autograd through the frozen weights to the pixels)
-plus its backward; the EMA model runs once forward and backward on ``x̃_k``. See :attr:`SVMixPlugin.extra_backbone_passes`.
+plus its backward; the EMA model runs once forward and backward on ``x̃_k``. See
+:attr:`SVMixPlugin.extra_backbone_passes`.
 
 Combinations: ``ema`` next to ``svmix`` is refused (SV-Mix keeps its own EMA, which it trains against and
 validates; set ``ema_decay`` instead), so is mixup/cutmix (``solver.mixup``/``solver.cutmix`` > 0 or a ``mixup``

@@ -54,9 +54,9 @@ def save_confusion(cm: np.ndarray, class_names: Sequence[str], out_dir: str | Pa
         handle.write("true\\predicted," + ",".join(_csv(n) for n in names) + "\n")
         for name, row in zip(names, cm):
             handle.write(_csv(name) + "," + ",".join(str(int(v)) for v in row) + "\n")
-    import matplotlib   # deferred: a heavy import only plots need
+    import matplotlib  # deferred: a heavy import only plots need
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt   # deferred: a heavy import only plots need
+    import matplotlib.pyplot as plt  # deferred: a heavy import only plots need
     n = len(names)
     size = min(4 + 0.35 * n, 40)
     fig, ax = plt.subplots(figsize=(size, size))

@@ -63,6 +63,17 @@ class ScoreSet:
     video_ids: list[str]
     num_views: int
     unreadable: list[dict] = field(default_factory=list)   # {"video_id", "index", "reason"}
+    distinct_views: list[int | None] = field(default_factory=list)   # per video: how many of its views differ
+    out_of_order: list[str] = field(default_factory=list)   # videos whose clips take frames out of temporal order
+
+    def repeated_views(self) -> dict:
+        """How many videos were scored with views that coincide (short videos: fewer distinct clip positions than
+        clips; small frames: coinciding crops), for the warning and results.json."""
+        known = [d for d in self.distinct_views if d is not None]
+        repeated = [vid for vid, d in zip(self.video_ids, self.distinct_views) if d is not None and d < self.num_views]
+        return {"requested": int(self.num_views), "distinct_min": min(known) if known else None,
+                "distinct_max": max(known) if known else None, "videos_with_repeated_views": len(repeated),
+                "example": repeated[0] if repeated else None}
 
     def metrics(self, num_classes: int) -> dict:
         return summarize(self.scores, self.labels, num_classes)
@@ -104,7 +115,7 @@ def score_views(loader: Iterable, device: torch.device,
     returns ``[B, V, C]`` logits per name; flipped views are mapped back, views averaged, unreadable videos
     listed; the results are gathered over processes and sorted by dataset index. ``num_classes``: the width of
     the (empty) scores when no video could be read."""
-    local: dict[str, list] = {"labels": [], "indices": [], "ids": [], "bad": []}
+    local: dict[str, list] = {"labels": [], "indices": [], "ids": [], "bad": [], "distinct": [], "disorder": []}
     local.update({f"scores/{name}": [] for name in names})
     num_views = 0
     iterator = loader
@@ -136,6 +147,12 @@ def score_views(loader: Iterable, device: torch.device,
             local["labels"].extend(batch["label"][valid].tolist())
             local["indices"].extend(i for i, ok in zip(indices, valid.tolist()) if ok)
             local["ids"].extend(vid for vid, ok in zip(batch["video_id"], valid.tolist()) if ok)
+            distinct = batch.get("distinct_views") or [None] * len(indices)
+            local["distinct"].extend(d for d, ok in zip(distinct, valid.tolist()) if ok)
+            disorder = batch.get("out_of_order")
+            if disorder is not None:
+                local["disorder"].extend(vid for vid, bad, ok in zip(batch["video_id"], disorder.tolist(),
+                                                                     valid.tolist()) if bad and ok)
     gathered = all_gather_objects(local | {"views": num_views})
     merged = {key: [item for part in gathered for item in part[key]] for key in local}
     indices = np.array(merged["indices"], dtype=np.int64)
@@ -144,6 +161,7 @@ def score_views(loader: Iterable, device: torch.device,
         raise RuntimeError("a video was scored twice: the evaluation sampler must not pad")
     labels = np.array(merged["labels"], dtype=np.int64)[order]
     video_ids = [merged["ids"][i] for i in order]
+    distinct_views = [merged["distinct"][i] for i in order] if len(merged["distinct"]) == len(order) else []
     unreadable = sorted(merged["bad"], key=lambda b: b["index"])
     views = max(part["views"] for part in gathered)
     out = {}
@@ -151,5 +169,6 @@ def score_views(loader: Iterable, device: torch.device,
         parts = merged[f"scores/{name}"]
         scores = np.concatenate(parts) if parts else np.zeros((0, num_classes), np.float32)
         out[name] = ScoreSet(scores=scores[order], labels=labels, indices=indices[order], video_ids=video_ids,
-                             unreadable=unreadable, num_views=views)
+                             unreadable=unreadable, num_views=views, distinct_views=distinct_views,
+                             out_of_order=sorted(merged["disorder"]))
     return out

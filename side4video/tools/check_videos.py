@@ -22,10 +22,15 @@ from typing import Sequence
 from PIL import Image
 from tqdm import tqdm
 
-from side4video.errors import Side4VideoError
-from side4video.data.decoders import (VIDEO_BACKENDS, FrameFolderReader, VideoReadError, verify_frame_folder,
-                                      verify_video_file)
+from side4video.data.decoders import (
+    VIDEO_BACKENDS,
+    FrameFolderReader,
+    VideoReadError,
+    verify_frame_folder,
+    verify_video_file,
+)
 from side4video.data.lists import VideoRecord, format_record, read_annotation_list
+from side4video.errors import Side4VideoError
 
 JPEG_START = b"\xff\xd8"                     # SOI marker
 JPEG_END = b"\xff\xd9"                       # EOI marker
@@ -117,12 +122,12 @@ def _check_task(task: tuple[int, VideoRecord, str, str, str, bool]) -> tuple[int
 def _quiet_decoder_logs() -> None:
     """The reasons are reported per entry, so ffmpeg's own messages are only noise."""
     try:
-        import decord   # deferred: an optional decoder
+        import decord  # deferred: an optional decoder
 
         decord.logging.set_level(decord.logging.QUIET)
     except ImportError:
         pass
-    import av.logging   # deferred: a decoder, loaded only for video files
+    import av.logging  # deferred: a decoder, loaded only for video files
 
     av.logging.set_level(av.logging.PANIC)
 

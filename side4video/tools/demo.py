@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Sequence
+
 from ..backbones.tiny import TINY_CLIP_CONFIG, make_tiny_backbone
 from ..data.toy import generate_toy_dataset
 from ..engine.logging_utils import format_table

@@ -29,7 +29,6 @@ flip); index.json's ``distinct_views`` sums them up, and one warning line says w
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import math
@@ -41,13 +40,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import numpy as np
 import torch
 
 from ..backbones import backbone_identity
 from ..config import to_plain_dict
 from ..data import collate_eval, create_dataset, normalize_frames, read_annotation_list
-from ..data.transforms import TEST_CROP_CHOICES, eval_crop_geometry
+from ..data.transforms import TEST_CROP_CHOICES
 from ..engine.builders import backbone_from_config
 from ..engine.distributed import all_gather_objects, barrier, default_device, setup_distributed
 from ..engine.logging_utils import progress_bar
@@ -165,7 +163,7 @@ def shard_is_complete(out: Path, shard: int, fingerprint: str) -> bool:
 def write_shard(out: Path, shard: int, tensors: dict[str, torch.Tensor], videos: list[dict], unreadable: list[dict],
                 fingerprint: str) -> None:
     """Tensors first, then the manifest that marks the shard complete; both atomically and deterministically."""
-    from safetensors.torch import save   # deferred: only the shard writer needs it
+    from safetensors.torch import save  # deferred: only the shard writer needs it
     # one metadata entry: safetensors writes several in hash order, which would differ between runs
     metadata = {"side4video": json.dumps({"format": FORMAT, "shard": shard, "fingerprint": fingerprint},
                                          sort_keys=True)}
@@ -250,97 +248,6 @@ def extract_features(cfg, list_file: str | Path, root: str | Path, out: str | Pa
 
 
 # -- views that coincide ----------------------------------------------------------------------------------------
-def distinct_view_count(clip_indices: np.ndarray, crop_geometry: Sequence[tuple[int, int, bool]]) -> int:
-    """How many of a video's ``clips x crops`` views differ. A view is fixed by its clip's frame indices and its
-    crop (``(top, left, flipped)`` of an ``S x S`` box in the scaled frame, from ``eval_crop_geometry``); views
-    are every clip with every crop, so the distinct ones are the distinct clips times the distinct crops. Crops
-    coincide when the scaled frame is barely larger than the crop, clips when the video is short."""
-    clips = {tuple(row) for row in np.asarray(clip_indices).reshape(len(clip_indices), -1).tolist()}
-    return len(clips) * len(set(crop_geometry))
-
-
-class _ViewLog:
-    """What the dataset's sampler and view transform were given for the video being read (one per process)."""
-
-    def __init__(self) -> None:
-        self.clip_indices: np.ndarray | None = None
-        self.frame_size: tuple[int, int] | None = None
-
-
-class _Recorder:
-    """Base of the two wrappers below: everything not overridden is the wrapped object's."""
-
-    def __init__(self, inner: Any, log: _ViewLog):
-        self.inner, self.log = inner, log
-
-    def __getattr__(self, name: str) -> Any:
-        inner = self.__dict__.get("inner")
-        if inner is None or name.startswith("__"):  # unpickling in a worker looks up dunders before __init__ ran
-            raise AttributeError(name)
-        return getattr(inner, name)
-
-
-class _RecordingSampler(_Recorder):
-    """The dataset's frame sampler, noting the clip indices it returns."""
-
-    def test(self, num_frames: int, num_clips: int = 1) -> np.ndarray:
-        self.log.clip_indices = self.inner.test(num_frames, num_clips)
-        return self.log.clip_indices
-
-    def validation(self, num_frames: int) -> np.ndarray:
-        indices = self.inner.validation(num_frames)
-        self.log.clip_indices = np.asarray(indices)[None]
-        return indices
-
-
-class _RecordingViews(_Recorder):
-    """The dataset's test-view transform, noting the size of the frames it crops."""
-
-    def __call__(self, frames: torch.Tensor):
-        self.log.frame_size = (int(frames.shape[-2]), int(frames.shape[-1]))
-        return self.inner(frames)
-
-
-class _ViewCountingDataset(torch.utils.data.Dataset):
-    """The evaluation dataset, each readable sample with ``distinct_views`` added (None when unknown).
-
-    The dataset decodes and crops as usual; its sampler and view transform are wrapped (in a shallow copy) only to
-    note the clip indices and the frame size they see, from which the views' parameters follow without decoding
-    anything again."""
-
-    def __init__(self, dataset):
-        self.log = _ViewLog()
-        self.dataset = copy.copy(dataset)
-        self.dataset.sampler = _RecordingSampler(dataset.sampler, self.log)
-        self.dataset.transform = _RecordingViews(dataset.transform, self.log)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        self.log.clip_indices, self.log.frame_size = None, None
-        sample = self.dataset[index]
-        sample["distinct_views"] = None
-        views = self.dataset.transform.inner
-        if sample["valid"] and self.log.clip_indices is not None and self.log.frame_size is not None:
-            _, geometry = eval_crop_geometry(*self.log.frame_size, views.input_size, views.scale, views.num_crops,
-                                             views.three_crop)
-            sample["distinct_views"] = distinct_view_count(self.log.clip_indices, geometry)
-        return sample
-
-
-class _CollateWithViews:
-    """The evaluation collate, plus each sample's ``distinct_views`` (a class: DataLoader workers pickle it)."""
-
-    def __init__(self, collate):
-        self.collate = collate
-
-    def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        batch = self.collate(samples)
-        batch["distinct_views"] = [sample.get("distinct_views") for sample in samples]
-        return batch
-
-
 def summarize_distinct_views(videos: Sequence[dict], requested: int) -> dict[str, Any]:
     """index.json's ``distinct_views``: the requested views per video, the fewest and most distinct ones among the
     extracted videos, and how many videos have coinciding views (videos of shards written without the count are
@@ -371,9 +278,9 @@ def _extract_batches(dataset, batches: list[list[int]], backbone, spec: FeatureS
                      desc: str) -> dict[str, Any]:
     """Run the backbone over ``batches`` and hand every video to ``writer``; returns this process's throughput."""
     # create_loader takes a sampler, not a batch sampler, and batches must stay inside a shard (see shard_batches)
-    loader = torch.utils.data.DataLoader(_ViewCountingDataset(dataset), batch_sampler=batches,
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches,
                                          num_workers=workers if batches else 0,
-                                         collate_fn=_CollateWithViews(collate_eval), pin_memory=device.type == "cuda")
+                                         collate_fn=collate_eval, pin_memory=device.type == "cuda")
     stats: dict[str, Any] = {"videos": 0, "frames": 0, "device": str(device)}
     start = time.perf_counter()
     with progress_bar(total=sum(len(b) for b in batches), desc=desc, unit="video", disable=not progress) as bar:
@@ -492,7 +399,7 @@ def read_index(out: str | Path) -> dict[str, Any]:
 
 def iter_features(out: str | Path, index: dict[str, Any] | None = None) -> Iterator[tuple[dict, torch.Tensor]]:
     """``(video entry, tensor)`` for every extracted video, in video order, one shard in memory at a time."""
-    from safetensors.torch import load_file   # deferred: only the shard reader needs it
+    from safetensors.torch import load_file  # deferred: only the shard reader needs it
     out = Path(out)
     index = index or read_index(out)
     loaded_file, tensors = None, {}

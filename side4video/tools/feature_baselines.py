@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
@@ -45,7 +46,6 @@ from ..errors import DataError, InputNotFoundError
 from ..tasks.metrics import topk_accuracy
 from .common import add_config_arguments, default_device, load_tool_config, run_command, stdout_to_stderr
 from .extract_features import iter_features, read_index
-import numpy as np
 
 METHODS = ("linear", "knn", "zeroshot")
 KNN_TEMPERATURE = 0.07

@@ -27,10 +27,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ..tasks.metrics import summarize
-from ..errors import DataError, InputNotFoundError
-from .common import run_command
 from ..engine.logging_utils import format_table
+from ..errors import DataError, InputNotFoundError
+from ..tasks.metrics import summarize
+from .common import run_command
 
 REQUIRED_FIELDS = ("scores", "labels", "video_ids")
 

@@ -26,8 +26,7 @@ import numpy as np
 from ..data import ShardedEvalSampler, collate_eval, create_dataset, create_loader
 from ..data.lists import VIDEO_EXTENSIONS, VideoRecord, is_video_file
 from ..data.transforms import TEST_CROP_CHOICES
-from ..engine.builders import (backbone_from_config, config_for_checkpoint, load_trainable_weights,
-                               model_from_config)
+from ..engine.builders import backbone_from_config, config_for_checkpoint, load_trainable_weights, model_from_config
 from ..engine.distributed import prepare_accelerator_env
 from ..errors import DataError, InputNotFoundError
 from ..models import create_assembler

@@ -25,7 +25,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dense", action="store_true", help="dense-window sampling instead of TSN segments")
     parser.add_argument("--batch_size", type=positive_int, default=None,
                         help="videos per forward batch (default: data.batch_size)")
-    parser.add_argument("--max_views", type=positive_int, default=64, help="at most this many clips per network forward")
+    parser.add_argument("--max_views", type=positive_int, default=64,
+                        help="at most this many clips per network forward")
     parser.add_argument("--average", default="prob", choices=("prob", "logit"),
                         help="prob: softmax per view then mean (the reference); logit: mean of raw logits")
     parser.add_argument("--output", default=None, help="results folder (default: next to the checkpoint, named by "

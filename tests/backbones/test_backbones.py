@@ -9,11 +9,21 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from side4video.backbones import (WeightMismatchError, backbone_identity, create_backbone, describe_backbone,
-                                  resolve_arch)
+from side4video.backbones import (
+    WeightMismatchError,
+    backbone_identity,
+    create_backbone,
+    describe_backbone,
+    resolve_arch,
+)
 from side4video.backbones.frozen import select_layers
-from tests.support import TINY_CLIP_JSON, TINY_EVA_JSON, tiny_open_clip, to_baai_eva_state_dict, \
-    write_openai_torchscript
+from tests.support import (
+    TINY_CLIP_JSON,
+    TINY_EVA_JSON,
+    tiny_open_clip,
+    to_baai_eva_state_dict,
+    write_openai_torchscript,
+)
 
 IMAGES = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
 
@@ -68,7 +78,8 @@ def test_safetensors(tmp_path):
 
 def test_open_clip_training_checkpoint(tmp_path):
     reference = tiny_open_clip()
-    checkpoint = {"epoch": 3, "name": "tiny", "state_dict": {f"module.{k}": v for k, v in reference.state_dict().items()}}
+    state = {f"module.{k}": v for k, v in reference.state_dict().items()}
+    checkpoint = {"epoch": 3, "name": "tiny", "state_dict": state}
     torch.save(checkpoint, tmp_path / "epoch_3.pt")
     encoder = create_backbone(TINY_CLIP_JSON, pretrained=tmp_path / "epoch_3.pt")
     assert encoder.info.weights_format == "open_clip_checkpoint"

@@ -6,8 +6,8 @@ import os
 import pytest
 from dotmap import DotMap
 
-from data_helpers import PNG_TMPL, coded_frames, make_data_cfg, write_list
 from side4video.data.toy import write_frame_folder, write_video
+from tests.support import PNG_TMPL, coded_frames, make_data_cfg, write_list
 
 
 @pytest.fixture(scope="session")

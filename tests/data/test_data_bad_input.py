@@ -7,12 +7,12 @@ import av
 import pytest
 import torch
 
-from data_helpers import PNG_TMPL, coded_frames, make_data_cfg, write_list
 from side4video.data import BadSampleTracker, TooManyUnreadableInputs, create_dataset, create_loader
 from side4video.data import dataset as dataset_module
 from side4video.data.decoders import DecordReader, PyAVReader, VideoReadError
 from side4video.data.toy import write_frame_folder, write_video
 from side4video.errors import DataError
+from tests.support import PNG_TMPL, coded_frames, make_data_cfg, write_list
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,11 @@ import logging
 import pytest
 from dotmap import DotMap
 
-from data_helpers import override, write_list
 from side4video.config import config_section
 from side4video.data import TooManyUnreadableInputs, create_dataset, create_loader, create_sampler, loader_options
 from side4video.data.transforms import SOMETHING_FLIP_PAIRS
 from side4video.errors import ConfigError, DataError, Side4VideoError
+from tests.support import override, write_list
 
 SS_PAIRS = {86: 87, 87: 86, 93: 94, 94: 93, 166: 167, 167: 166}
 

@@ -2,10 +2,9 @@
 import pytest
 import torch
 
-from data_helpers import override, write_list
-from side4video.data import (TrainSampler, VideoDataset, create_dataset, create_loader, collate_eval,
-                             collate_train)
+from side4video.data import TrainSampler, VideoDataset, collate_eval, collate_train, create_dataset, create_loader
 from side4video.errors import ConfigError, DataError, InputNotFoundError
+from tests.support import override, write_list
 
 
 def frame_codes(frames: torch.Tensor) -> list[int]:

@@ -3,10 +3,10 @@ import logging
 
 import pytest
 
-from data_helpers import write_list
 from side4video.data import read_annotation_list, read_label_names
-from side4video.data.lists import VideoRecord, find_duplicates, format_record
+from side4video.data.lists import VideoRecord, find_duplicates, format_list_line, format_record
 from side4video.errors import DataError, InputNotFoundError
+from tests.support import write_list
 
 
 def test_frame_folder_lines(tmp_path):
@@ -93,3 +93,15 @@ def test_duplicate_entries_are_kept_with_one_warning(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="side4video"):
         read_annotation_list(write_list(tmp_path / "unique.txt", ["a.mp4 0", "b.mp4 0"]))
     assert not caplog.records
+
+
+def test_one_formatter_writes_list_lines_and_refuses_whitespace_in_new_paths():
+    assert format_list_line("abseiling/a", 0, 300) == "abseiling/a 300 0"
+    assert format_list_line("a/clip.mp4", 3) == "a/clip.mp4 3"
+    for path in ("air drumming/a", "a\tb", "a\nb", ""):
+        with pytest.raises(DataError, match="which a space-separated list cannot hold"):
+            format_list_line(path, 0, 10)
+    # a path read from a list (split from the right) is written back as it was, but never across lines
+    assert format_list_line("my dir/clip 2.MKV", 7, allow_spaces=True) == "my dir/clip 2.MKV 7"
+    with pytest.raises(DataError, match="contains whitespace"):
+        format_list_line("a\nb.mp4", 1, allow_spaces=True)

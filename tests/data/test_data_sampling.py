@@ -5,8 +5,14 @@ The reference's sth / kinetics protocols are tested in test_data_sampling_refere
 import numpy as np
 import pytest
 
-from side4video.data.sampling import (FrameSampler, dense_test_starts, dense_train_indices, expand_segments,
-                                      segment_test_starts, segment_train_starts)
+from side4video.data.sampling import (
+    FrameSampler,
+    dense_test_starts,
+    dense_train_indices,
+    expand_segments,
+    segment_test_starts,
+    segment_train_starts,
+)
 
 
 def test_tsn_train_random_offset_inside_each_segment():

@@ -6,10 +6,19 @@ even, int() truncation); T = 8 unless stated. The reference adds index_bias 1 to
 import numpy as np
 import pytest
 
-from side4video.data.sampling import (FrameSampler, is_something_something, kinetics_test_starts,
-                                      kinetics_train_starts, kinetics_val_starts, resolve_protocol,
-                                      sth_test_starts, sth_train_indices, sth_val_starts, window_test_starts,
-                                      window_train_start)
+from side4video.data.sampling import (
+    FrameSampler,
+    is_something_something,
+    kinetics_test_starts,
+    kinetics_train_starts,
+    kinetics_val_starts,
+    resolve_protocol,
+    sth_test_starts,
+    sth_train_indices,
+    sth_val_starts,
+    window_test_starts,
+    window_train_start,
+)
 
 LENGTHS = [1, 5, 8, 9, 13, 47, 300]  # shorter than T, = T, T + 1, .5 rounding cases, the SS example, long
 

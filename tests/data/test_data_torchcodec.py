@@ -11,13 +11,20 @@ import numpy as np
 import pytest
 import torch
 
-from data_helpers import coded_frames, override
 from side4video.data import create_dataset, decoders
-from side4video.data.decoders import (VIDEO_BACKENDS, PyAVReader, TorchCodecReader, VideoReadError, open_reader,
-                                      torchcodec_available, verify_video_file)
+from side4video.data.decoders import (
+    VIDEO_BACKENDS,
+    PyAVReader,
+    TorchCodecReader,
+    VideoReadError,
+    open_reader,
+    torchcodec_available,
+    verify_video_file,
+)
 from side4video.data.lists import VideoRecord
 from side4video.data.toy import write_video
 from side4video.errors import ConfigError
+from tests.support import coded_frames, override
 
 NUM_FRAMES = 16
 

@@ -3,11 +3,24 @@ import numpy as np
 import pytest
 import torch
 
-from side4video.data.transforms import (ClipRandAugment, EvalViews, TrainAugmentation, default_flip_pairs,
-                                        default_grayscale, default_scale_size, eval_crop_geometry, multiscale_box,
-                                        normalize_frames, random_resized_box, resolve_flip_pairs, resolve_grayscale,
-                                        resolve_scale_size, scaled_shape, to_grayscale)
-from data_helpers import coded_frames
+from side4video.data.transforms import (
+    ClipRandAugment,
+    EvalViews,
+    TrainAugmentation,
+    default_flip_pairs,
+    default_grayscale,
+    default_scale_size,
+    eval_crop_geometry,
+    multiscale_box,
+    normalize_frames,
+    random_resized_box,
+    resolve_flip_pairs,
+    resolve_grayscale,
+    resolve_scale_size,
+    scaled_shape,
+    to_grayscale,
+)
+from tests.support import coded_frames
 
 
 def as_clip(frames: np.ndarray) -> torch.Tensor:
@@ -89,12 +102,12 @@ def test_three_crops_full_height_span_the_long_side_at_input_size():
 def test_five_and_ten_crops_are_the_reference_fixed_offsets():
     # fill_fix_offset(False): (0, 0), (0, 4w), (4h, 0), (4h, 4w), (2h, 2w) with w = (W - S) // 4, h = (H - S) // 4
     corners = [(0, 0), (0, 116), (32, 0), (32, 116), (16, 58)]  # (256, 341): w = 29, h = 8; 4w = 116 != 117
-    assert boxes(480, 640, 224, 256, 5) == ((256, 341), [(t, l, False) for t, l in corners])
-    assert boxes(480, 640, 224, 256, 10) == ((256, 341), [(t, l, f) for f in (False, True) for t, l in corners])
+    assert boxes(480, 640, 224, 256, 5) == ((256, 341), [(t, left, False) for t, left in corners])
+    assert boxes(480, 640, 224, 256, 10) == ((256, 341), [(t, left, f) for f in (False, True) for t, left in corners])
     portrait = [(0, 0), (0, 32), (116, 0), (116, 32), (58, 16)]  # (341, 256): w = 8, h = 29
-    assert boxes(640, 480, 224, 256, 5) == ((341, 256), [(t, l, False) for t, l in portrait])
+    assert boxes(640, 480, 224, 256, 5) == ((341, 256), [(t, left, False) for t, left in portrait])
     ss = [(0, 0), (0, 96), (32, 0), (32, 96), (16, 48)]  # (256, 320): w = 24, h = 8
-    assert boxes(240, 320, 224, (256, 320), 5)[1] == [(t, l, False) for t, l in ss]
+    assert boxes(240, 320, 224, (256, 320), 5)[1] == [(t, left, False) for t, left in ss]
     # pixels: 40x50, w = 4, h = 2: right column 16 (W - S = 18), centre (4, 8) (not (4, 9))
     views, flipped = EvalViews(32, 40, 5)(as_clip(coded_frames(2, 40, 50)))
     assert [view_origin(v) for v in views] == [(0, 0), (0, 16), (8, 0), (8, 16), (4, 8)] and flipped == [False] * 5

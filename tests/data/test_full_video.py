@@ -5,8 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from side4video.data.full_video import (FullVideoSampler, collate_full_video, full_video_indices,
-                                        long_video_stride, pad_clips)
+from side4video.data.full_video import (
+    FullVideoSampler,
+    collate_full_video,
+    full_video_indices,
+    long_video_stride,
+    pad_clips,
+)
 
 
 def test_long_video_stride_rule():

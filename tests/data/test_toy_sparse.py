@@ -6,8 +6,16 @@ import os
 import numpy as np
 import pytest
 
-from side4video.data.toy_sparse import (BLACK, CLASS_NAMES, INFORMATIVE, STATIC, generate_toy_sparse_dataset,
-                                        informative_bursts, render_clip, schedule_stats)
+from side4video.data.toy_sparse import (
+    BLACK,
+    CLASS_NAMES,
+    INFORMATIVE,
+    STATIC,
+    generate_toy_sparse_dataset,
+    informative_bursts,
+    render_clip,
+    schedule_stats,
+)
 
 SMALL = dict(train_per_class=2, val_per_class=1, min_frames=32, max_frames=40, height=32, width=40, workers=1)
 

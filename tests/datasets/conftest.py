@@ -1,8 +1,6 @@
-"""Shared helpers for the dataset-preparation tests: the scripts in ``datasets/`` are plain scripts, so their
-folder is put on ``sys.path`` to import them as modules."""
+"""Shared helpers for the dataset-preparation tests (``side4video.prep`` and the ``datasets/`` scripts)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,9 +8,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 DATASETS_DIR = REPO / "datasets"
 LABELS_DIR = DATASETS_DIR / "labels"
-
-if str(DATASETS_DIR) not in sys.path:
-    sys.path.insert(0, str(DATASETS_DIR))
 
 
 def make_video(path: Path, num_frames: int = 10, width: int = 64, height: int = 48, rate: int = 10) -> Path:

@@ -1,5 +1,5 @@
-"""datasets/build_lists.py on tiny fabricated annotation sets: exact output lines, missing-sample reports and
-errors that name the file and line of malformed input."""
+"""The list builders (side4video.prep, run as datasets/build_lists.py) on tiny fabricated annotation sets: exact
+output lines, missing-sample reports and errors that name the file and line of malformed input."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,13 @@ from pathlib import Path
 
 import pytest
 
-import build_lists as bl
-from _list_io import AnnotationError, read_label_csv, write_marker
+from side4video.errors import DataError
+from side4video.prep.hmdb51 import HMDB51
+from side4video.prep.kinetics import Kinetics
+from side4video.prep.listio import read_label_csv, write_marker
+from side4video.prep.sthv1 import SomethingSomethingV1
+from side4video.prep.sthv2 import SomethingSomethingV2
+from side4video.prep.ucf101 import UCF101
 
 REPO = Path(__file__).resolve().parents[2]
 K400_LABELS = REPO / "datasets" / "labels" / "kinetics_400_labels.csv"
@@ -49,7 +54,8 @@ def test_kinetics_video_lists_class_layout(tmp_path, kinetics_csvs):
         (videos / rel).parent.mkdir(parents=True, exist_ok=True)
         (videos / rel).touch()
     out = tmp_path / "lists"
-    res = bl.build_kinetics(str(train), str(val), str(out), labels=str(K400_LABELS), video_root=str(videos))
+    res = Kinetics.build(train_csv=str(train), val_csv=str(val), out_dir=str(out), labels=str(K400_LABELS),
+                         video_root=str(videos))
 
     # ids come from the shipped K400 CSV: abseiling 0, air drumming 1, applauding 3
     assert lines(out / "train_videos.txt") == ["abseiling/aaa_000000_000010.mp4 0",
@@ -70,7 +76,7 @@ def test_kinetics_frames_list_flat_layout_and_sorted_labels(tmp_path, kinetics_c
     (frames / "ccc_000020_000030" / "notes.txt").touch()        # not a frame: not counted
     frames_factory(frames / "ddd_000001_000011", 4, "img_{:05d}.jpg")
     out = tmp_path / "lists"
-    bl.build_kinetics(str(train), str(val), str(out), frames_root=str(frames), layout="flat")
+    Kinetics.build(train_csv=str(train), val_csv=str(val), out_dir=str(out), frames_root=str(frames), layout="flat")
 
     # without --labels the ids are the sorted training class names
     assert read_label_csv(out / "labels.csv") == ["abseiling", "air drumming", "applauding"]
@@ -80,14 +86,14 @@ def test_kinetics_frames_list_flat_layout_and_sorted_labels(tmp_path, kinetics_c
 
     # folders named by the bare youtube id (as in the reference K400 validation list) are found by 'auto'
     (frames / "ddd_000001_000011").rename(frames / "ddd")
-    bl.build_kinetics(str(train), str(val), str(out), frames_root=str(frames))
+    Kinetics.build(train_csv=str(train), val_csv=str(val), out_dir=str(out), frames_root=str(frames))
     assert lines(out / "val_frames.txt") == ["ddd 4 1"]
 
 
 def test_kinetics_unchecked_video_list_and_split_placeholder(tmp_path, kinetics_csvs):
     train, val = kinetics_csvs
     out = tmp_path / "plain"
-    bl.build_kinetics(str(train), str(val), str(out), layout="class")
+    Kinetics.build(train_csv=str(train), val_csv=str(val), out_dir=str(out), layout="class")
     assert lines(out / "train_videos.txt") == ["abseiling/aaa_000000_000010.mp4 0",
                                                "air_drumming/bbb_000005_000015.mp4 1",
                                                "applauding/ccc_000020_000030.mp4 2"]
@@ -97,7 +103,7 @@ def test_kinetics_unchecked_video_list_and_split_placeholder(tmp_path, kinetics_
         (tmp_path / "k" / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "k" / rel).touch()
     out = tmp_path / "split"
-    bl.build_kinetics(str(train), str(val), str(out), video_root=str(tmp_path / "k" / "{split}"))
+    Kinetics.build(train_csv=str(train), val_csv=str(val), out_dir=str(out), video_root=str(tmp_path / "k" / "{split}"))
     assert lines(out / "train_videos.txt") == ["aaa_000000_000010.mp4 0"]
     assert lines(out / "val_videos.txt") == ["ddd_000001_000011.mp4 1"]
     assert len(lines(out / "missing_train.txt")) == 2
@@ -111,7 +117,7 @@ def test_kinetics_unfinished_extraction_is_missing(tmp_path, kinetics_csvs, fram
     write_marker(frames, "abseiling/aaa_000000_000010", 3)       # finished
     write_marker(frames, "air_drumming/ddd_000001_000011", 9)    # marker but no folder
     out = tmp_path / "lists"
-    bl.build_kinetics(str(train), str(val), str(out), frames_root=str(frames))
+    Kinetics.build(train_csv=str(train), val_csv=str(val), out_dir=str(out), frames_root=str(frames))
     assert lines(out / "train_frames.txt") == ["abseiling/aaa_000000_000010 3 0"]
     missing = lines(out / "missing_train.txt")
     assert missing[0].startswith("air drumming/bbb_000005_000015\tframe folder 'air_drumming/bbb_000005_000015' "
@@ -124,20 +130,20 @@ def test_kinetics_malformed_rows_name_file_and_line(tmp_path, kinetics_csvs):
     train, val = kinetics_csvs
     bad = tmp_path / "bad.csv"
     bad.write_text("label,youtube_id,time_start,time_end,split\nabseiling,aaa,0,10,train\nabseiling,bbb,zero,10,train\n")
-    with pytest.raises(AnnotationError, match=r"bad\.csv:3: time_start/time_end must be numbers"):
-        bl.build_kinetics(str(bad), str(val), str(tmp_path / "o"))
+    with pytest.raises(DataError, match=r"bad\.csv:3: time_start/time_end must be numbers"):
+        Kinetics.build(train_csv=str(bad), val_csv=str(val), out_dir=str(tmp_path / "o"))
 
     bad.write_text("label,youtube_id,time_start,time_end,split\nabseiling,aaa,0,10\n")
-    with pytest.raises(AnnotationError, match=r"bad\.csv:2: expected 5 fields"):
-        bl.build_kinetics(str(bad), str(val), str(tmp_path / "o"))
+    with pytest.raises(DataError, match=r"bad\.csv:2: expected 5 fields"):
+        Kinetics.build(train_csv=str(bad), val_csv=str(val), out_dir=str(tmp_path / "o"))
 
     bad.write_text("name,youtube_id,time_start,time_end,split\n")
-    with pytest.raises(AnnotationError, match=r"bad\.csv:1: header lacks column\(s\) label"):
-        bl.build_kinetics(str(bad), str(val), str(tmp_path / "o"))
+    with pytest.raises(DataError, match=r"bad\.csv:1: header lacks column\(s\) label"):
+        Kinetics.build(train_csv=str(bad), val_csv=str(val), out_dir=str(tmp_path / "o"))
 
     bad.write_text("label,youtube_id,time_start,time_end,split\nnot a kinetics class,aaa,0,10,val\n")
-    with pytest.raises(AnnotationError, match=r"bad\.csv:2: class 'not a kinetics class' is not in"):
-        bl.build_kinetics(str(train), str(bad), str(tmp_path / "o"), labels=str(K400_LABELS))
+    with pytest.raises(DataError, match=r"bad\.csv:2: class 'not a kinetics class' is not in"):
+        Kinetics.build(train_csv=str(train), val_csv=str(bad), out_dir=str(tmp_path / "o"), labels=str(K400_LABELS))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -168,7 +174,8 @@ def test_sthv1_frames_lists(tmp_path, frames_factory):
     frames_factory(frames / "42", 30, "{:05d}.jpg")
     frames_factory(frames / "9", 12, "{:05d}.jpg")              # video 7 has no folder
     out = tmp_path / "lists"
-    bl.build_sthv1(str(labels), str(train), str(val), str(out), str(frames))
+    SomethingSomethingV1.build(labels=str(labels), train=str(train), val=str(val), out_dir=str(out),
+                               frames_root=str(frames))
 
     # ids = sorted names; label CSV names lose their commas like Side4Video's sth_labels.csv
     assert read_label_csv(out / "labels.csv") == [
@@ -182,11 +189,13 @@ def test_sthv1_frames_lists(tmp_path, frames_factory):
 def test_sthv1_malformed(tmp_path):
     labels, train, val = write_sthv1(tmp_path)
     train.write_text("1;Holding something\n2 Holding something\n")
-    with pytest.raises(AnnotationError, match=r"something-something-v1-train\.csv:2: expected 'id;label'"):
-        bl.build_sthv1(str(labels), str(train), str(val), str(tmp_path / "o"), str(tmp_path))
+    with pytest.raises(DataError, match=r"something-something-v1-train\.csv:2: expected 'id;label'"):
+        SomethingSomethingV1.build(labels=str(labels), train=str(train), val=str(val), out_dir=str(tmp_path / "o"),
+                                   frames_root=str(tmp_path))
     train.write_text("\n1;Holding nothing\n")
-    with pytest.raises(AnnotationError, match=r"something-something-v1-train\.csv:2: label 'Holding nothing'"):
-        bl.build_sthv1(str(labels), str(train), str(val), str(tmp_path / "o"), str(tmp_path))
+    with pytest.raises(DataError, match=r"something-something-v1-train\.csv:2: label 'Holding nothing'"):
+        SomethingSomethingV1.build(labels=str(labels), train=str(train), val=str(val), out_dir=str(tmp_path / "o"),
+                                   frames_root=str(tmp_path))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -220,7 +229,8 @@ def test_sthv2_video_and_frames_lists(tmp_path, frames_factory):
     for vid in ("78687", "42326", "74225"):
         (videos / f"{vid}.webm").touch()
     out = tmp_path / "videos_lists"
-    bl.build_sthv2(str(labels), str(train), str(val), str(out), video_root=str(videos))
+    SomethingSomethingV2.build(labels=str(labels), train=str(train), val=str(val), out_dir=str(out),
+                               video_root=str(videos))
     assert lines(out / "train_videos.txt") == ["78687.webm 0", "42326.webm 2"]
     assert lines(out / "missing_train.txt") == ["100904\tvideo not found"]
     assert lines(out / "val_videos.txt") == ["74225.webm 1"]
@@ -231,7 +241,8 @@ def test_sthv2_video_and_frames_lists(tmp_path, frames_factory):
     for vid, n in (("78687", 40), ("42326", 33), ("100904", 51), ("74225", 20)):
         frames_factory(frames / vid, n, "{:06d}.jpg")
     out = tmp_path / "frames_lists"
-    bl.build_sthv2(str(labels), str(train), str(val), str(out), frames_root=str(frames))
+    SomethingSomethingV2.build(labels=str(labels), train=str(train), val=str(val), out_dir=str(out),
+                               frames_root=str(frames))
     assert lines(out / "train_frames.txt") == ["78687 40 0", "42326 33 2", "100904 51 1"]
     assert lines(out / "val_frames.txt") == ["74225 20 1"]
 
@@ -240,14 +251,14 @@ def test_sthv2_malformed_entry_reports_its_line(tmp_path):
     labels, train, val = write_sthv2(tmp_path)
     train.write_text('[\n  {"id": "1", "template": "Holding [something]"},\n'
                      '  {"id": "2", "label": "no template here"}\n]\n')
-    with pytest.raises(AnnotationError, match=r"train\.json:3: entry needs 'id' and 'template'"):
-        bl.build_sthv2(str(labels), str(train), str(val), str(tmp_path / "o"))
+    with pytest.raises(DataError, match=r"train\.json:3: entry needs 'id' and 'template'"):
+        SomethingSomethingV2.build(labels=str(labels), train=str(train), val=str(val), out_dir=str(tmp_path / "o"))
     train.write_text('[\n  {"id": "1", "template": "Juggling [something]"}\n]\n')
-    with pytest.raises(AnnotationError, match=r"train\.json:2: entry id='1': template 'Juggling \[something\]'"):
-        bl.build_sthv2(str(labels), str(train), str(val), str(tmp_path / "o"))
+    with pytest.raises(DataError, match=r"train\.json:2: entry id='1': template 'Juggling \[something\]'"):
+        SomethingSomethingV2.build(labels=str(labels), train=str(train), val=str(val), out_dir=str(tmp_path / "o"))
     train.write_text('[\n  {"id": "1", "template": "Holding [something]"}\n  {"id": "2"}\n]\n')
-    with pytest.raises(AnnotationError, match=r"train\.json:3: expected ',' or ']'"):
-        bl.build_sthv2(str(labels), str(train), str(val), str(tmp_path / "o"))
+    with pytest.raises(DataError, match=r"train\.json:3: expected ',' or ']'"):
+        SomethingSomethingV2.build(labels=str(labels), train=str(train), val=str(val), out_dir=str(tmp_path / "o"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -269,7 +280,7 @@ def write_ucf(tmp_path: Path) -> Path:
 def test_ucf101_lists(tmp_path, frames_factory):
     d = write_ucf(tmp_path)
     out = tmp_path / "lists"
-    bl.build_ucf101(str(d), 1, str(out))
+    UCF101.build(splits_dir=str(d), split=1, out_dir=str(out))
     assert lines(out / "train_split1_videos.txt") == ["ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 0",
                                                       "HandstandPushups/v_HandStandPushups_g08_c01.avi 2",
                                                       "Archery/v_Archery_g08_c02.avi 1"]
@@ -282,7 +293,7 @@ def test_ucf101_lists(tmp_path, frames_factory):
     frames_factory(frames / "HandstandPushups" / "v_HandStandPushups_g08_c01", 90, "img_{:05d}.jpg")
     frames_factory(frames / "HandstandPushups" / "v_HandStandPushups_g01_c01", 77, "img_{:05d}.jpg")
     out = tmp_path / "frames_lists"
-    bl.build_ucf101(str(d), 1, str(out), frames_root=str(frames))
+    UCF101.build(splits_dir=str(d), split=1, out_dir=str(out), frames_root=str(frames))
     assert lines(out / "train_split1_frames.txt") == ["ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01 164 0",
                                                       "HandstandPushups/v_HandStandPushups_g08_c01 90 2"]
     assert lines(out / "val_split1_frames.txt") == ["HandstandPushups/v_HandStandPushups_g01_c01 77 2"]
@@ -292,14 +303,14 @@ def test_ucf101_lists(tmp_path, frames_factory):
 def test_ucf101_malformed(tmp_path):
     d = write_ucf(tmp_path)
     (d / "trainlist01.txt").write_text("Archery/v_Archery_g08_c02.avi 2\nArchery/v_Archery_g08_c03.avi two\n")
-    with pytest.raises(AnnotationError, match=r"trainlist01\.txt:2: class index 'two' is not an integer"):
-        bl.build_ucf101(str(d), 1, str(tmp_path / "o"))
+    with pytest.raises(DataError, match=r"trainlist01\.txt:2: class index 'two' is not an integer"):
+        UCF101.build(splits_dir=str(d), split=1, out_dir=str(tmp_path / "o"))
     (d / "trainlist01.txt").write_text("Archery/v_Archery_g08_c02.avi 1\n")
-    with pytest.raises(AnnotationError, match=r"trainlist01\.txt:1: index 1 \(ApplyEyeMakeup\) disagrees"):
-        bl.build_ucf101(str(d), 1, str(tmp_path / "o"))
+    with pytest.raises(DataError, match=r"trainlist01\.txt:1: index 1 \(ApplyEyeMakeup\) disagrees"):
+        UCF101.build(splits_dir=str(d), split=1, out_dir=str(tmp_path / "o"))
     (d / "classInd.txt").write_text("1 ApplyEyeMakeup\n3 Archery\n")
-    with pytest.raises(AnnotationError, match=r"classInd\.txt:2: class index 3 out of order"):
-        bl.build_ucf101(str(d), 1, str(tmp_path / "o"))
+    with pytest.raises(DataError, match=r"classInd\.txt:2: class index 3 out of order"):
+        UCF101.build(splits_dir=str(d), split=1, out_dir=str(tmp_path / "o"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -322,7 +333,7 @@ def write_hmdb(tmp_path: Path) -> Path:
 def test_hmdb51_lists(tmp_path):
     d = write_hmdb(tmp_path)
     out = tmp_path / "lists"
-    bl.build_hmdb51(str(d), 1, str(out))
+    HMDB51.build(splits_dir=str(d), split=1, out_dir=str(out))
     assert read_label_csv(out / "labels.csv") == ["brush_hair", "kick", "kick_ball"]
     assert lines(out / "train_split1_videos.txt") == [
         "brush_hair/Blonde_brush_hair_u_cm_np2_ba_goo_2.avi 0",
@@ -336,8 +347,8 @@ def test_hmdb51_lists(tmp_path):
 def test_hmdb51_malformed(tmp_path):
     d = write_hmdb(tmp_path)
     (d / "kick_test_split1.txt").write_text("a.avi 1\nb.avi 3\n")
-    with pytest.raises(AnnotationError, match=r"kick_test_split1\.txt:2: expected 'video\.avi 0\|1\|2'"):
-        bl.build_hmdb51(str(d), 1, str(tmp_path / "o"))
+    with pytest.raises(DataError, match=r"kick_test_split1\.txt:2: expected 'video\.avi 0\|1\|2'"):
+        HMDB51.build(splits_dir=str(d), split=1, out_dir=str(tmp_path / "o"))
 
 
 # --------------------------------------------------------------------------------------------------

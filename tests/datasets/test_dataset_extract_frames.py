@@ -1,5 +1,6 @@
-"""datasets/extract_frames.py on two tiny generated mp4 files: frame counts, file names, short-side size,
-fps resampling, frames lists, resuming after an interrupted run, and corrupt videos."""
+"""Frame extraction (side4video.prep.frames, run as datasets/extract_frames.py) on two tiny generated mp4 files:
+frame counts, file names, short-side size, fps resampling, frames lists, resuming after an interrupted run, and
+corrupt videos."""
 from __future__ import annotations
 
 import os
@@ -11,8 +12,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import extract_frames as ef
-from _list_io import DONE_DIR, TMP_DIR, read_label_csv, read_marker
+from side4video.prep import frames as ef
+from side4video.prep.cli import extract_frames_main
+from side4video.prep.listio import DONE_DIR, TMP_DIR, read_label_csv, read_marker
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,7 +33,7 @@ def frame_names(folder: Path) -> list[str]:
 
 
 def run(args: list[str], capsys) -> str:
-    assert ef.main([str(a) for a in args]) == 0
+    assert extract_frames_main([str(a) for a in args]) == 0
     return capsys.readouterr().out
 
 
@@ -169,7 +171,7 @@ def test_video_list_source_with_labels_and_decord_backend(tmp_path, videos, caps
 def test_malformed_source_list_names_file_and_line(tmp_path, videos, capsys):
     src_list = tmp_path / "videos.txt"
     src_list.write_text("running/b.mp4 1\njumping/clip.mp4 one\n")
-    assert ef.main([str(src_list), str(tmp_path / "f"), "--video_root", str(videos)]) == 2
+    assert extract_frames_main([str(src_list), str(tmp_path / "f"), "--video_root", str(videos)]) == 2
     assert f"{src_list}:2: label 'one' is not an integer" in capsys.readouterr().err
 
 

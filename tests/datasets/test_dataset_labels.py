@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-import build_lists as bl
-from _list_io import read_label_csv
+from side4video.prep.listio import read_label_csv
+from side4video.prep.something import compare_with_sth_labels
+from side4video.prep.sthv1 import read_sthv1_labels
 
 LABELS = Path(__file__).resolve().parents[2] / "datasets" / "labels"
 
@@ -90,8 +91,8 @@ def test_sth_order_is_the_sorted_official_names(tmp_path, capsys):
 
     v1_file = tmp_path / "something-something-v1-labels.csv"
     v1_file.write_text("\n".join(reversed(official)) + "\n")   # any file order
-    v1 = bl.read_sthv1_labels(v1_file)
-    assert bl.compare_with_sth_labels(v1, "test") is True
+    v1 = read_sthv1_labels(v1_file)
+    assert compare_with_sth_labels(v1, "test") is True
     assert "matches sth_labels.csv" in capsys.readouterr().out
     # sorting the comma-less names instead would move class 120
     assert sorted(names) != names

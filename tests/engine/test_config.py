@@ -138,7 +138,8 @@ def test_toy_configs_are_valid():
      "'network.side_modules' entry 0: side module 'tsm' has no argument 'onlin'; did you mean 'online'?"),
     ("network.side_modules=[{type: gcc}]", "unknown side module 'gcc'; did you mean 'gc'?"),
     ("solver.plugins=[{type: emma}]", "unknown training plugin 'emma'; did you mean 'ema'?"),
-    ("solver.plugins=[{type: ema, decai: 0.9}]", "training plugin 'ema' has no argument 'decai'; did you mean 'decay'?"),
+    ("solver.plugins=[{type: ema, decai: 0.9}]",
+     "training plugin 'ema' has no argument 'decai'; did you mean 'decay'?"),
 ])
 def test_bad_values_are_one_line_config_errors(override, message):
     with pytest.raises(ConfigError) as caught:

@@ -11,8 +11,8 @@ import sys
 import pytest
 import torch
 
-from side4video.tools.common import run_command
 from side4video.errors import CheckpointError, ConfigError, DataError, Side4VideoError
+from side4video.tools.common import run_command
 
 
 # -- one error hierarchy, one line per input error, tracebacks for bugs ------------------------------------------
@@ -51,8 +51,8 @@ def test_every_user_error_class_is_a_side4video_error():
 
 def test_a_weight_file_of_another_architecture_is_one_line_from_test_py(tmp_path, capsys, quiet_random_weights,
                                                                         toy_data):
-    from side4video.tools.test import main as test_main
     from side4video.backbones.tiny import make_tiny_backbone
+    from side4video.tools.test import main as test_main
     from tests.support import TINY_CLIP_JSON, TINY_EVA_JSON, write_toy_config
     weights = make_tiny_backbone(TINY_EVA_JSON, tmp_path / "eva.safetensors")   # EVA weights, CLIP config
     checkpoint = tmp_path / "ckpt.pt"
@@ -217,9 +217,9 @@ def test_command_line_counts_must_be_positive(flag, bad, capsys):
 def test_a_test_set_where_no_video_can_be_read_is_an_error_not_nan(tmp_path, capsys, quiet_random_weights, toy_data):
     """Every listed frame folder is missing: test.py exits 1 with one line naming the list and the first reasons
     (it used to print top-1 nan and write NaN into results.json)."""
-    from side4video.tools.test import main as test_main
     from side4video.config import load_config
     from side4video.engine.builders import backbone_from_config, model_from_config
+    from side4video.tools.test import main as test_main
     from tests.support import write_toy_config
     listed = tmp_path / "gone.txt"
     listed.write_text("".join(f"val/gone{i} 24 {i}\n" for i in range(3)))

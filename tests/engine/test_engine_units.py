@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import math
+import os
 import random
+import shutil
+import sys
+import sysconfig
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,11 +17,12 @@ from dotmap import DotMap
 from side4video.backbones.frozen import BackboneInfo
 from side4video.config import load_config
 from side4video.engine.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
-from side4video.files import atomic_save
-from side4video.tasks.views import aggregate_views, forward_views
-from side4video.tasks.metrics import confusion_matrix, summarize, topk_accuracy
+from side4video.engine.distributed import prepare_accelerator_env
 from side4video.engine.optim import lr_factor_fn, param_groups
+from side4video.files import atomic_save
 from side4video.models import create_model
+from side4video.tasks.metrics import confusion_matrix, summarize, topk_accuracy
+from side4video.tasks.views import aggregate_views, forward_views
 
 TINY = BackboneInfo(arch="tiny", family="clip", width=48, num_layers=2, patch_size=8, image_size=32, embed_dim=24,
                     weights=None, weights_format=None, quick_gelu=False)
@@ -98,7 +104,8 @@ def test_rng_state_roundtrip_through_a_weights_only_file(tmp_path):
 
 def test_view_scores_softmax_then_mean_by_hand():
     logits = torch.tensor([[[2.0, 0.0], [0.0, 1.0]]])          # one video, two views
-    softmax = lambda a, b: math.exp(a) / (math.exp(a) + math.exp(b))
+    def softmax(a, b):
+        return math.exp(a) / (math.exp(a) + math.exp(b))
     expected = [(softmax(2, 0) + softmax(0, 1)) / 2, (softmax(0, 2) + softmax(1, 0)) / 2]
     torch.testing.assert_close(aggregate_views(logits, "prob")[0], torch.tensor(expected))
     torch.testing.assert_close(aggregate_views(logits, "logit")[0], torch.tensor([1.0, 0.5]))
@@ -165,3 +172,16 @@ def test_flipped_views_are_mapped_back_before_averaging():
                             progress=False, flip_permutation=torch.tensor([1, 0, 2]))
     view = torch.softmax(torch.tensor([0.0, 4.0, 0.0]), 0).numpy()
     np.testing.assert_allclose(scores.scores[0], (view + view[[1, 0, 2]]) / 2, rtol=1e-6)
+
+
+def test_every_launch_path_builds_deepspeed_helpers_with_the_environments_own_ninja(monkeypatch):
+    """A shell without the environment activated finds the system's ninja first: DeepSpeed's helpers must still be
+    built with the environment's, or two ninja versions rebuild them on every switch of launch path."""
+    scripts = sysconfig.get_path("scripts")
+    if not (Path(scripts) / "ninja").is_file():
+        pytest.skip("this environment has no ninja of its own")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+    prepare_accelerator_env()
+    assert shutil.which("ninja") == str(Path(scripts) / "ninja")
+    assert os.environ["TORCH_EXTENSIONS_DIR"] == os.path.join(sys.prefix, "torch_extensions")

@@ -9,11 +9,11 @@ import signal
 
 import pytest
 
+from side4video.config import load_config
 from side4video.engine.checkpoint import load_checkpoint
 from side4video.engine.distributed import free_port
 from side4video.engine.logging_utils import read_jsonl
 from side4video.engine.optim import lr_factor_fn
-from side4video.config import load_config
 from tests.support import run_script, write_toy_config
 
 pytestmark = pytest.mark.slow

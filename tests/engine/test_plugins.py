@@ -128,8 +128,8 @@ def test_test_py_evaluates_the_weights_validation_scored():
 
 def test_two_plugins_that_each_provide_the_validated_model_are_refused_at_set_up():
     """The checkpoint keeps the validated weights once (eval_model): which plugin's they are must be unambiguous."""
-    from side4video.plugins import set_up_plugins, validation_model
     from side4video.errors import ConfigError
+    from side4video.plugins import set_up_plugins, validation_model
     model = torch.nn.Linear(3, 4)
     first, second = EmaPlugin(decay=0.9), EmaPlugin(decay=0.5)
     second.name = "ema_slow"

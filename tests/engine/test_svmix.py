@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from side4video.config import load_config
-from side4video.plugins import PluginContext, create_plugins
-from side4video.tasks import TrainBatch, classification_loss
-from side4video.plugins.svmix import SPATIAL, TEMPORAL, MixBlock, SVMixPlugin
 from side4video.errors import ConfigError
 from side4video.models import create_assembler, create_model, model_inputs
+from side4video.plugins import PluginContext, create_plugins
+from side4video.plugins.svmix import SPATIAL, TEMPORAL, MixBlock, SVMixPlugin
+from side4video.tasks import TrainBatch, classification_loss
 
 NUM_CLASSES = 4
 B, T, SIZE = 4, 3, 64

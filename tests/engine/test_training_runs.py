@@ -382,7 +382,8 @@ def test_every_toy_method_config_trains(name, toy_data, tmp_path, quiet_random_w
     from tests.support import REPO, toy_data_paths
     cfg = load_config(REPO / "configs" / "toy" / f"{name}.yaml", {
         **{f"data.{key}": value for key, value in toy_data_paths(toy_data).items()},
-        "data.num_classes": 8, "data.flip_pairs": [[0, 1], [4, 5]], "data.workers": 0, "data.batch_size": 8, "network.pretrained": str(toy_data / "tiny_clip.safetensors"),
+        "data.num_classes": 8, "data.flip_pairs": [[0, 1], [4, 5]], "data.workers": 0, "data.batch_size": 8,
+        "network.pretrained": str(toy_data / "tiny_clip.safetensors"),
         "solver.epochs": 1, "logging.progress": False, "logging.tensorboard": False})
     from side4video.plugins import TrainPlugin
 

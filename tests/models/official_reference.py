@@ -73,7 +73,8 @@ def _conv_branch(v, state, prefix):
     return F.conv3d(out, state[f"{prefix}.conv.2.weight"], state[f"{prefix}.conv.2.bias"])
 
 
-def official_clip_logits(state: dict, frames: torch.Tensor, layer_tokens: list[torch.Tensor], patch: int) -> torch.Tensor:
+def official_clip_logits(state: dict, frames: torch.Tensor, layer_tokens: list[torch.Tensor],
+                         patch: int) -> torch.Tensor:
     """CLIP recognition model: ``state`` has the official keys without ``module.`` (``visual.transformer.side_*``,
     ``visual.side_*``, ``fc.*``); ``layer_tokens`` are the backbone's per-layer outputs ``[BT, 1+N, W]``."""
     x, grid = _stem(frames, state, "visual", patch)
@@ -101,7 +102,8 @@ def official_clip_logits(state: dict, frames: torch.Tensor, layer_tokens: list[t
     return _linear(pooled, state, "fc")
 
 
-def official_eva_logits(state: dict, frames: torch.Tensor, layer_tokens: list[torch.Tensor], patch: int) -> torch.Tensor:
+def official_eva_logits(state: dict, frames: torch.Tensor, layer_tokens: list[torch.Tensor],
+                        patch: int) -> torch.Tensor:
     """EVA recognition model (side blocks at the odd layers; ``layer_tokens`` are those layers' outputs):
     Linear → LayerNorm(D) taps, post-norm blocks, separate q/k/v projections, no BatchNorm before the pooling."""
     x, grid = _stem(frames, state, "visual", patch)
@@ -152,7 +154,8 @@ def to_official_layout(ours: dict, family: str, stem_bias: torch.Tensor | None =
     for k in blocks:
         tap, blk = f"taps.{k}", f"blocks.{k}"
         dst = f"{base}side_transformer.{k}" if clip else f"{base}side_blocks.{k}"
-        out[f"{base}side_lns.{k}.weight"], out[f"{base}side_lns.{k}.bias"] = ours[f"{tap}.norm.weight"], ours[f"{tap}.norm.bias"]
+        out[f"{base}side_lns.{k}.weight"] = ours[f"{tap}.norm.weight"]
+        out[f"{base}side_lns.{k}.bias"] = ours[f"{tap}.norm.bias"]
         out[f"{base}side_linears.{k}.weight"] = ours[f"{tap}.proj.weight"]
         out[f"{base}side_linears.{k}.bias"] = ours[f"{tap}.proj.bias"]
         _bn_keys(out, ours, f"{blk}.pre_attn.0.norm", f"{dst}.bn_1")
@@ -160,7 +163,8 @@ def to_official_layout(ours: dict, family: str, stem_bias: torch.Tensor | None =
             out[f"{dst}.conv.{i}.weight"] = ours[f"{blk}.pre_attn.0.{name}.weight"]
             out[f"{dst}.conv.{i}.bias"] = ours[f"{blk}.pre_attn.0.{name}.bias"]
         _bn_keys(out, ours, f"{blk}.mlp_norm", f"{dst}.bn_2")
-        out[f"{dst}.ln_1.weight"], out[f"{dst}.ln_1.bias"] = ours[f"{blk}.attn_norm.weight"], ours[f"{blk}.attn_norm.bias"]
+        out[f"{dst}.ln_1.weight"] = ours[f"{blk}.attn_norm.weight"]
+        out[f"{dst}.ln_1.bias"] = ours[f"{blk}.attn_norm.bias"]
         fc1, fc2 = ("mlp.fc1", "mlp.fc2") if clip else ("mlp.0", "mlp.2")
         for src, name in ((f"{blk}.mlp.fc1", fc1), (f"{blk}.mlp.fc2", fc2)):
             out[f"{dst}.{name}.weight"], out[f"{dst}.{name}.bias"] = ours[f"{src}.weight"], ours[f"{src}.bias"]

@@ -11,11 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-
 from side4video.backbones import create_backbone
-from side4video.models.clustering import (ClusterAssembler, assignment, binarise, cluster_frames,
-                                          cumulative_clusters, hamming_distances, short_video_bounds,
-                                          slope_clusters)
+from side4video.models.clustering import (
+    ClusterAssembler,
+    assignment,
+    binarise,
+    cluster_frames,
+    cumulative_clusters,
+    hamming_distances,
+    short_video_bounds,
+    slope_clusters,
+)
 
 ASSETS = Path(__file__).resolve().parents[2] / "side4video" / "assets"
 METHODS = ("cumulative", "slope")

@@ -17,10 +17,9 @@ from side4video.backbones import create_backbone
 from side4video.engine.builders import load_trainable_weights, read_trainable_checkpoint
 from side4video.engine.checkpoint import load_checkpoint
 from side4video.errors import CheckpointError
-from side4video.models import SideInputs, create_model
-from side4video.models import official
-from tests.support import TINY_CLIP_JSON, TINY_EVA_JSON, to_baai_eva_state_dict
+from side4video.models import SideInputs, create_model, official
 from tests.models.official_reference import official_clip_logits, official_eva_logits, to_official_layout
+from tests.support import TINY_CLIP_JSON, TINY_EVA_JSON, to_baai_eva_state_dict
 
 SIDE_DIM, CLASSES, PATCH = 64, 7, 8
 
@@ -145,7 +144,8 @@ def test_train_mode_batch_statistics_absorb_the_stem_bias(tmp_path):
 
 @pytest.mark.parametrize("family,key,shown", [
     ("clip", "visual.transformer.resblocks.2.mlp.c_fc.weight", "visual.transformer.resblocks.2.mlp.c_fc.weight"),
-    ("eva", "visual.blocks.1.attn.q_bias", "visual.blocks.1.attn.q_bias (backbone visual.trunk.blocks.1.attn.q_proj.bias)"),
+    ("eva", "visual.blocks.1.attn.q_bias",
+     "visual.blocks.1.attn.q_bias (backbone visual.trunk.blocks.1.attn.q_proj.bias)"),
 ])
 def test_a_backbone_tensor_that_differs_is_named(family, key, shown):
     backbone = tiny_backbone(family)
@@ -233,6 +233,7 @@ def test_what_is_and_is_not_an_official_checkpoint():
 
 def _tiny_config(tmp_path, weights, family="clip"):
     import yaml
+
     from tests.support import REPO
     cfg = yaml.safe_load((REPO / "configs/toy/toy_side4video.yaml").read_text())
     cfg["network"].update(arch=str(TINY_CLIP_JSON if family == "clip" else TINY_EVA_JSON), pretrained=str(weights),
@@ -244,9 +245,9 @@ def _tiny_config(tmp_path, weights, family="clip"):
 
 
 def test_the_conversion_tool_writes_a_checkpoint_that_loads_without_conversion(tmp_path, capsys):
+    from side4video.backbones.tiny import make_tiny_backbone
     from side4video.engine.builders import backbone_from_config, config_for_checkpoint, model_from_config
     from side4video.tools.convert_official import main
-    from side4video.backbones.tiny import make_tiny_backbone
     weights = make_tiny_backbone(TINY_CLIP_JSON, tmp_path / "tiny_clip.safetensors")
     config = _tiny_config(tmp_path, weights)
     backbone = create_backbone(TINY_CLIP_JSON, pretrained=str(weights))
@@ -283,6 +284,7 @@ def test_test_py_runs_an_official_checkpoint_as_it_is(toy_data, tmp_path, capsys
     """test.py --weights, tools.predict --weights and pretrain: on the file the official trainer wrote
     (module.-prefixed), no conversion step."""
     import json
+
     from tests.support import run_script, write_toy_config
     config = write_toy_config(tmp_path / "cfg.yaml", toy_data, **{"network.side_dim": SIDE_DIM})
     backbone = create_backbone(TINY_CLIP_JSON, pretrained=str(toy_data / "tiny_clip.safetensors"))
@@ -305,7 +307,7 @@ def test_test_py_runs_an_official_checkpoint_as_it_is(toy_data, tmp_path, capsys
     import numpy as np
 
     from side4video.config import load_config
-    from side4video.data import ShardedEvalSampler, create_dataset, create_loader, collate_eval
+    from side4video.data import ShardedEvalSampler, collate_eval, create_dataset, create_loader
     from side4video.tasks.views import collect_scores
     cfg = load_config(config)
     dataset = create_dataset(cfg.data, "test", test_crops=1, test_clips=1, seed=cfg.seed)

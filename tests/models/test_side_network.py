@@ -101,7 +101,9 @@ def test_attention_queries_are_patches_and_keys_include_cls():
     changed[:, 0] += 1.0
     assert not torch.allclose(attention(changed), out), "the cls token must act as a key/value"
     q, k, v = attention.qkv(tokens).chunk(3, dim=-1)
-    heads = lambda x: x.reshape(3, -1, 2, 8).transpose(1, 2)
+    def heads(x):
+        return x.reshape(3, -1, 2, 8).transpose(1, 2)
+
     weights = torch.softmax(heads(q)[:, :, 1:] @ heads(k).transpose(-1, -2) / 8 ** 0.5, dim=-1)
     manual = attention.proj((weights @ heads(v)).transpose(1, 2).reshape(3, 5, 16))
     torch.testing.assert_close(out, manual, rtol=1e-5, atol=1e-5)
@@ -115,7 +117,8 @@ def test_side_network_sees_frame_order_and_frame_average_does_not():
     reverse = torch.arange(3, -1, -1)
     reversed_tokens = [t.reshape(2, 4, 17, 48)[:, reverse].reshape(8, 17, 48) for t in tokens]
     side = create_model("side4video", TINY, 5, side_dim=32).eval()
-    assert not torch.allclose(side(inputs(frames, tokens)), side(inputs(frames[:, reverse], reversed_tokens)), atol=1e-4)
+    reversed_logits = side(inputs(frames[:, reverse], reversed_tokens))
+    assert not torch.allclose(side(inputs(frames, tokens)), reversed_logits, atol=1e-4)
     probe = create_model("frame_avg", TINY, 5).eval()
     reversed_embedding = embedding.reshape(2, 4, 24)[:, reverse].reshape(8, 24)
     torch.testing.assert_close(probe(inputs(frames, [], embedding)),

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from side4video.errors import ConfigError
-from side4video.modules import BlockContext, create_side_module, check_side_module_spec
+from side4video.modules import BlockContext, check_side_module_spec, create_side_module
 from side4video.modules.gc import CALIBRATORS, GroupContextualization
 
 B, T, H, W = 2, 6, 6, 6
@@ -34,7 +34,7 @@ def _module(calibrators="GTSL", seed=0, eval_mode=True, **kwargs) -> GroupContex
     m = GroupContextualization(D, calibrators=calibrators, **kwargs).double()
     m.init_weights(4)
     with torch.no_grad():
-        for name, p in m.named_parameters():
+        for p in m.parameters():
             p.copy_(torch.randn_like(p) * (0.3 if p.dim() > 1 else 1.0))
         for mod in m.modules():
             if hasattr(mod, "running_var"):
@@ -153,7 +153,7 @@ def test_neutral_context_is_identity_with_gate_scale_2():
         m = GroupContextualization(D, gate_scale=scale).double()
         m.init_weights(4)
         with torch.no_grad():
-            for name, p in m.named_parameters():
+            for p in m.parameters():
                 if p.dim() > 1:
                     p.zero_()
         out = m(x, _ctx())

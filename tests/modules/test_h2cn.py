@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from side4video.errors import ConfigError
-from side4video.modules import BlockContext, create_side_module, check_side_module_spec
+from side4video.modules import BlockContext, check_side_module_spec, create_side_module
 from side4video.modules.h2cn import HourglassChannelGate
 
 B, T, H, W, D = 2, 5, 4, 4, 64

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from side4video.errors import ConfigError
-from side4video.modules import BlockContext, create_side_module, check_side_module_spec, resolve_blocks
+from side4video.modules import BlockContext, check_side_module_spec, create_side_module, resolve_blocks
 from side4video.modules.nonlocal_block import NonLocalBlock
 
 B, T, H, W, D = 2, 4, 4, 4, 16

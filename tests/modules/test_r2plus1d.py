@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from side4video.errors import ConfigError
-from side4video.modules import BlockContext, create_side_module, check_side_module_spec
+from side4video.modules import BlockContext, check_side_module_spec, create_side_module
 from side4video.modules.r2plus1d import R2Plus1DAdapter, param_matched_mid_channels
 
 B, T, H, W, D = 2, 6, 5, 5, 16

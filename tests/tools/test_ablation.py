@@ -35,8 +35,8 @@ def base_config(toy_data, tmp_path_factory) -> Path:
 def ablation_run(base_config, tmp_path_factory):
     """One epoch of four variants (the default, its twin, TSM, the default validated through an EMA), every backbone
     tap counted."""
-    from side4video.backbones.frozen import FrozenEncoder
     from side4video.ablation import load_ablation, run_ablation
+    from side4video.backbones.frozen import FrozenEncoder
     folder = tmp_path_factory.mktemp("ablation")
     config = write_ablation(folder / "ablation.yaml", base_config,
                             [{"name": "conv"}, {"name": "conv_twin", "network": {}}, {"name": "tsm", "network": TSM},
@@ -112,9 +112,13 @@ def test_sharing_does_not_couple_variants(ablation_run):
 def test_checkpoint_scores_what_the_table_reports(ablation_run, name):
     """A variant's checkpoint loads with load_trainable_weights; test.py's evaluation (in process: the evaluator it
     calls) gives the table's top-1 and the same scores: for an EMA variant, the EMA weights it validated."""
-    from side4video.data import ShardedEvalSampler, create_dataset, create_loader, collate_eval
-    from side4video.engine.builders import (backbone_from_config, config_for_checkpoint, load_trainable_weights,
-                                            model_from_config)
+    from side4video.data import ShardedEvalSampler, collate_eval, create_dataset, create_loader
+    from side4video.engine.builders import (
+        backbone_from_config,
+        config_for_checkpoint,
+        load_trainable_weights,
+        model_from_config,
+    )
     from side4video.engine.checkpoint import load_checkpoint
     from side4video.tasks.views import collect_scores
     out, results = ablation_run["out"], ablation_run["results"]
@@ -259,8 +263,8 @@ def test_cli_config_error_is_one_line(base_config, tmp_path):
 # -- slower end-to-end runs ---------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_pixel_changing_plugin_gets_its_own_backbone_pass(base_config, tmp_path):
-    from side4video.backbones.frozen import FrozenEncoder
     from side4video.ablation import load_ablation, run_ablation
+    from side4video.backbones.frozen import FrozenEncoder
     config = write_ablation(tmp_path / "ablation.yaml", base_config,
                             [{"name": "conv"}, {"name": "conv_mixup", "solver": {"mixup": 0.8}}])
     calls = []

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from side4video.tools.extract_features import iter_features, main, read_index
-from tools_workspace import run_module, workspace  # noqa: F401  (fixture)
+from tests.support import run_module
 
 
 def extract(ws, list_file, root, out, *extra, opts=()):
@@ -141,8 +141,7 @@ def test_two_processes_through_the_launcher_script(workspace, tmp_path):
     both finished; the files equal a one-process run's."""
     import subprocess
 
-    from tests.support import child_env
-    from tools_workspace import REPO
+    from tests.support import REPO, child_env
     args = ["--shard_size", "3", "--batch_size", "2", "--no_progress", "--test_crops", "3"]
     single = extract(workspace, workspace.toy["val_frames_list"], workspace.toy["frames_root"], tmp_path / "one",
                      *args)

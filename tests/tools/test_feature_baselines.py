@@ -8,9 +8,17 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from side4video.tools import extract_features
-from side4video.tools.feature_baselines import (KNN_TEMPERATURE, VideoFeatures, class_prompts, knn, knn_scores,
-                                                linear_probe, main, tokenizer_for)
-from tools_workspace import TINY_CLIP_JSON, workspace  # noqa: F401  (fixture)
+from side4video.tools.feature_baselines import (
+    KNN_TEMPERATURE,
+    VideoFeatures,
+    class_prompts,
+    knn,
+    knn_scores,
+    linear_probe,
+    main,
+    tokenizer_for,
+)
+from tests.support import TINY_CLIP_JSON
 
 _FEATURES = {}
 

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from side4video.tasks.views import ScoreSet
 from side4video.engine.testing import save_scores
+from side4video.tasks.views import ScoreSet
 from side4video.tools.fuse_scores import fuse_files, main, read_scores
 
 CLASSES = ["a", "b", "c", "d"]

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from side4video.tools.predict import main
-from tools_workspace import workspace  # noqa: F401  (fixture)
 
 CLASS_NAMES = ["moving right", "moving left", "moving down", "moving up", "rotating clockwise",
                "rotating counter-clockwise", "growing", "shrinking"]
@@ -20,7 +19,7 @@ def predict_json(ws, target, capsys, *extra):
 
 def test_matches_collect_scores_on_a_one_video_test_list(workspace, tmp_path, capsys):
     """The predicted probabilities are test.py's scores for that video (3 crops x 2 clips)."""
-    from side4video.data import ShardedEvalSampler, create_dataset, create_loader, collate_eval
+    from side4video.data import ShardedEvalSampler, collate_eval, create_dataset, create_loader
     from side4video.engine.builders import backbone_from_config, load_trainable_weights, model_from_config
     from side4video.tasks.views import collect_scores
     video = "val/00003.mp4"

@@ -15,10 +15,9 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from side4video.data.toy import write_frame_folder
-from side4video.data.transforms import eval_crop_geometry
+from side4video.data.transforms import distinct_view_count, eval_crop_geometry
 from side4video.errors import DataError
 from side4video.tools import check_videos, extract_features, feature_baselines, fuse_scores
-from tools_workspace import workspace  # noqa: F401  (fixture)
 
 
 def one_error_line(text: str) -> str:
@@ -221,15 +220,15 @@ def test_distinct_view_count_from_the_view_parameters():
     # 64 x 80 frames, scale [64, 80], crop 64: (64 - 64) // 4 = 0 rows, so the corners of each column coincide
     _, geometry = eval_crop_geometry(64, 80, 64, (64, 80), 10)
     one_clip = np.arange(8)[None]
-    assert extract_features.distinct_view_count(one_clip, geometry) == 6
+    assert distinct_view_count(one_clip, geometry) == 6
     _, geometry = eval_crop_geometry(256, 320, 224, 256, 10)
-    assert extract_features.distinct_view_count(one_clip, geometry) == 10
+    assert distinct_view_count(one_clip, geometry) == 10
     same_clips = np.zeros((2, 8), dtype=np.int64)
     _, geometry = eval_crop_geometry(64, 80, 64, (64, 80), 3)
-    assert extract_features.distinct_view_count(same_clips, geometry) == 3
+    assert distinct_view_count(same_clips, geometry) == 3
     # full-height three crops of a square frame all cut the same square
     _, geometry = eval_crop_geometry(100, 100, 64, 73, 3, "full_height")
-    assert extract_features.distinct_view_count(one_clip, geometry) == 1
+    assert distinct_view_count(one_clip, geometry) == 1
 
 
 def test_extraction_says_when_views_coincide_and_records_distinct_views(workspace, tmp_path, capsys):

@@ -1,31 +1,35 @@
-"""Helpers shared by ``extract_frames.py`` and ``build_lists.py``.
+"""Reading and writing the small text files that dataset preparation deals with.
 
-Everything here reads or writes the small text files the toolkit trains from:
-
-* TSN-style annotation lists, one sample per line, fields separated by single spaces:
-  - frames list: ``relative_dir num_frames label`` (frames are 1-indexed files named by a template
-    such as ``img_{:05d}.jpg``),
+* TSN-style annotation lists, one sample per line, fields separated by single spaces (written through
+  :func:`side4video.data.lists.format_list_line`, the one formatter of list lines):
+  - frames list: ``relative_dir num_frames label`` (frames are 1-indexed files named by a template such as
+    ``img_{:05d}.jpg``),
   - video list:  ``relative_path label``.
-  Because the fields are space-separated, a relative path must never contain whitespace.
 * label CSVs: a header line ``id,name`` followed by ``0,<name>``, ``1,<name>``, ... in id order.
-* the completion markers that ``extract_frames.py`` leaves under ``<frames_root>/.done/``.
+* the official annotation files of each dataset (text, CSV, JSON), read with errors that name ``file:line``.
+* the completion markers that frame extraction leaves under ``<frames_root>/.done/``.
 
-The module is imported by the two scripts (which put this folder on ``sys.path``) and by the tests.
-It depends on the standard library, and on side4video's own label-CSV reader.
+Malformed input is a :class:`~side4video.errors.DataError` whose one-line message starts with ``file:line:``;
+a missing input file is an :class:`~side4video.errors.InputNotFoundError`. Every file is written atomically
+through :mod:`side4video.files`.
 """
 from __future__ import annotations
 
-import argparse
 import csv
+import io
 import json
 import os
 import re
 import string
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import IO, Iterator, Sequence
+
+from ..data.lists import TEXT_ENCODING, read_label_names
+from ..errors import DataError, InputNotFoundError
+from ..files import atomic_write_text
 
 # Name of the hidden folder (directly under a frames root) that holds one ``<rel_dir>.done`` marker per
-# completely extracted video.  Markers live outside the frame folders on purpose: loaders that count frames
+# completely extracted video. Markers live outside the frame folders on purpose: loaders that count frames
 # with ``len(os.listdir(dir))`` (the reference Side4Video loader does) would otherwise count the marker too.
 DONE_DIR = ".done"
 DONE_SUFFIX = ".done"
@@ -33,20 +37,7 @@ DONE_SUFFIX = ".done"
 # into place.
 TMP_DIR = ".tmp"
 
-_WS = re.compile(r"\s")
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows '(default: ...)' only for options whose default means something (not None/False)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default in (None, False) or action.default is argparse.SUPPRESS:
-            return action.help or ""
-        return super()._get_help_string(action)
-
-
-class AnnotationError(ValueError):
-    """A malformed annotation or label file.  The message starts with ``<file>:<line>:``."""
+_WHITESPACE = re.compile(r"\s")
 
 
 def where(path: str | os.PathLike, lineno: int | None = None) -> str:
@@ -54,8 +45,20 @@ def where(path: str | os.PathLike, lineno: int | None = None) -> str:
     return f"{path}:{lineno}" if lineno is not None else f"{path}"
 
 
-def annotation_error(path: str | os.PathLike, lineno: int | None, msg: str) -> AnnotationError:
-    return AnnotationError(f"{where(path, lineno)}: {msg}")
+def annotation_error(path: str | os.PathLike, lineno: int | None, msg: str) -> DataError:
+    """A DataError whose message starts with ``file:line:``."""
+    return DataError(f"{where(path, lineno)}: {msg}")
+
+
+def open_annotation(path: str | os.PathLike, newline: str | None = None) -> IO[str]:
+    """Open an annotation file for reading (a UTF-8 byte-order mark is dropped); a missing file is an
+    InputNotFoundError, so the command line reports it in one line."""
+    try:
+        return open(path, encoding=TEXT_ENCODING, newline=newline)
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputNotFoundError(f"annotation file not found: {path}") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder; expected an annotation file") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -63,13 +66,13 @@ def annotation_error(path: str | os.PathLike, lineno: int | None, msg: str) -> A
 # --------------------------------------------------------------------------------------------------
 
 def has_whitespace(text: str) -> bool:
-    return bool(_WS.search(text))
+    return bool(_WHITESPACE.search(text))
 
 
 def sanitize_rel(rel: str) -> str:
     """Make a relative path usable in a space-separated list: '/' separators, whitespace -> '_'."""
     rel = rel.replace(os.sep, "/")
-    return _WS.sub("_", rel)
+    return _WHITESPACE.sub("_", rel)
 
 
 def strip_ext(rel: str) -> str:
@@ -86,19 +89,23 @@ def template_regex(tmpl: str) -> re.Pattern:
     """Compile a regex matching the file names produced by ``tmpl.format(i)``.
 
     ``img_{:05d}.jpg`` matches ``img_00001.jpg`` but also ``img_123456.jpg`` (format widths are minimums).
-    Exactly one replacement field is allowed.
+    Exactly one replacement field is allowed; anything else is a DataError (a ValueError).
     """
     parts = []
     n_fields = 0
-    for literal, field, _spec, _conv in string.Formatter().parse(tmpl):
+    try:
+        parsed = list(string.Formatter().parse(tmpl))
+    except ValueError as e:
+        raise DataError(f"frame template {tmpl!r}: {e}") from None
+    for literal, field, _spec, _conv in parsed:
         parts.append(re.escape(literal))
         if field is not None:
             if field not in ("", "0"):
-                raise ValueError(f"frame template {tmpl!r}: use a positional field such as '{{:05d}}'")
+                raise DataError(f"frame template {tmpl!r}: use a positional field such as '{{:05d}}'")
             n_fields += 1
             parts.append(r"(\d+)")
     if n_fields != 1:
-        raise ValueError(f"frame template {tmpl!r} must contain exactly one '{{}}' field, e.g. 'img_{{:05d}}.jpg'")
+        raise DataError(f"frame template {tmpl!r} must contain exactly one '{{}}' field, e.g. 'img_{{:05d}}.jpg'")
     return re.compile("^" + "".join(parts) + "$")
 
 
@@ -127,19 +134,12 @@ def read_marker(frames_root: str | os.PathLike, rel_dir: str) -> int | None:
 
 
 def write_marker(frames_root: str | os.PathLike, rel_dir: str, num_frames: int) -> None:
-    """Write the marker atomically (temp file + rename), so a killed run never leaves half a marker."""
-    path = marker_path(frames_root, rel_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(f"{num_frames}\n")
-    os.replace(tmp, path)
+    """Write the marker atomically, so a killed run never leaves half a marker."""
+    atomic_write_text(marker_path(frames_root, rel_dir), f"{num_frames}\n")
 
 
 def remove_marker(frames_root: str | os.PathLike, rel_dir: str) -> None:
-    try:
-        marker_path(frames_root, rel_dir).unlink()
-    except FileNotFoundError:
-        pass
+    marker_path(frames_root, rel_dir).unlink(missing_ok=True)
 
 
 def completed_frames(frames_root: str | os.PathLike, rel_dir: str, tmpl: str) -> int | None:
@@ -157,7 +157,7 @@ def completed_frames(frames_root: str | os.PathLike, rel_dir: str, tmpl: str) ->
 
 
 def has_markers(frames_root: str | os.PathLike) -> bool:
-    """True when ``frames_root`` was written by extract_frames.py (it has a ``.done`` folder)."""
+    """True when ``frames_root`` was written by frame extraction (it has a ``.done`` folder)."""
     return (Path(frames_root) / DONE_DIR).is_dir()
 
 
@@ -168,9 +168,9 @@ def has_markers(frames_root: str | os.PathLike) -> bool:
 def iter_lines(path: str | os.PathLike, comments: bool = False) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, stripped_line)`` for the non-blank lines of a text file (1-based numbers).
 
-    With ``comments=True`` lines starting with '#' are skipped as well.  A UTF-8 BOM is ignored.
+    With ``comments=True`` lines starting with '#' are skipped as well. A UTF-8 BOM is ignored.
     """
-    with open(path, encoding="utf-8-sig") as f:
+    with open_annotation(path) as f:
         for lineno, line in enumerate(f, 1):
             text = line.strip()
             if not text or (comments and text.startswith("#")):
@@ -184,7 +184,8 @@ def iter_json_array(path: str | os.PathLike) -> Iterator[tuple[int, object]]:
     ``json.load`` loses positions; decoding element by element keeps the line where each one starts, so a
     malformed entry can be reported as ``file:line``.
     """
-    text = Path(path).read_text(encoding="utf-8-sig")
+    with open_annotation(path) as f:
+        text = f.read()
     dec = json.JSONDecoder()
     ws = re.compile(r"\s*")
 
@@ -217,11 +218,11 @@ def iter_json_array(path: str | os.PathLike) -> Iterator[tuple[int, object]]:
 
 def load_json(path: str | os.PathLike) -> object:
     """``json.load`` with errors reported as ``file:line``."""
-    try:
-        with open(path, encoding="utf-8-sig") as f:
+    with open_annotation(path) as f:
+        try:
             return json.load(f)
-    except json.JSONDecodeError as e:
-        raise annotation_error(path, e.lineno, f"invalid JSON: {e.msg}") from None
+        except json.JSONDecodeError as e:
+            raise annotation_error(path, e.lineno, f"invalid JSON: {e.msg}") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -231,21 +232,17 @@ def load_json(path: str | os.PathLike) -> object:
 def read_label_csv(path: str | os.PathLike) -> list[str]:
     """Class names of an ``id,name`` CSV, by id: the same reader training uses, so what these tools read and
     write is exactly what ``data.label_list`` accepts."""
-    from side4video.data.lists import read_label_names
     return read_label_names(str(path))
 
 
 def write_label_csv(path: str | os.PathLike, names: Sequence[str]) -> None:
-    """Write ``id,name`` rows (names containing commas or quotes are CSV-quoted)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["id", "name"])
-        for i, name in enumerate(names):
-            w.writerow([i, name])
-    os.replace(tmp, path)
+    """Write ``id,name`` rows (names containing commas or quotes are CSV-quoted), atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "name"])
+    for i, name in enumerate(names):
+        writer.writerow([i, name])
+    atomic_write_text(path, buffer.getvalue())
 
 
 def name_key(name: str) -> str:
@@ -255,38 +252,20 @@ def name_key(name: str) -> str:
 
 
 def name_index(names: Sequence[str], source: str) -> dict[str, int]:
-    """Map :func:`name_key` of each class name to its id; two names with the same key are an error."""
+    """Map :func:`name_key` of each class name to its id; two names with the same key are a DataError."""
     index: dict[str, int] = {}
     for i, n in enumerate(names):
         k = name_key(n)
         if k in index:
-            raise AnnotationError(f"{source}: classes {index[k]} and {i} have the same name {n!r}")
+            raise DataError(f"{source}: classes {index[k]} and {i} have the same name {n!r}")
         index[k] = i
     return index
 
 
 # --------------------------------------------------------------------------------------------------
-# Writing annotation lists
+# Writing lists
 # --------------------------------------------------------------------------------------------------
 
-def frames_line(rel_dir: str, num_frames: int, label: int) -> str:
-    if has_whitespace(rel_dir):
-        raise ValueError(f"path {rel_dir!r} contains whitespace, which a space-separated list cannot hold")
-    return f"{rel_dir} {int(num_frames)} {int(label)}"
-
-
-def video_line(rel_path: str, label: int) -> str:
-    if has_whitespace(rel_path):
-        raise ValueError(f"path {rel_path!r} contains whitespace, which a space-separated list cannot hold")
-    return f"{rel_path} {int(label)}"
-
-
 def write_lines(path: str | os.PathLike, lines: Sequence[str]) -> None:
-    """Write one line per entry, atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for line in lines:
-            f.write(line + "\n")
-    os.replace(tmp, path)
+    """Write one line per entry, atomically (through :func:`side4video.files.atomic_write_text`)."""
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
