@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from side4video.config import load_config
-from side4video.data import build_dataset, normalize_frames
+from side4video.data import create_dataset, normalize_frames
 from side4video.data.toy import generate_toy_dataset
 from side4video.engine.builders import backbone_from_config
 from side4video.tools.extract_features import extract_features
@@ -38,10 +38,11 @@ def main() -> None:
         cfg = load_config("configs/toy/toy_side4video.yaml", [
             f"network.arch={args.arch}", "network.pretrained=false", "data.input_size=224", "data.scale_size=null",
             f"data.num_segments={args.frames}", f"data.batch_size={args.batch}", "data.workers=0",
-            f"data.val_root={data}/frames", f"data.val_list={data}/val_frames.txt", f"data.label_list={data}/labels.csv"])
+            f"data.val_root={data}/frames", f"data.val_list={data}/val_frames.txt",
+            f"data.label_list={data}/labels.csv"])
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         backbone = backbone_from_config(cfg, device)
-        dataset = build_dataset(cfg.data, "test", seed=cfg.seed)
+        dataset = create_dataset(cfg.data, "test", seed=cfg.seed)
         clips = [dataset[i]["frames"] for i in range(len(dataset))]       # decoded beforehand: not timed
         start = time.perf_counter()
         with torch.no_grad():

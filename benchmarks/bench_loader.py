@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from side4video.config import config_section  # noqa: E402
-from side4video.data import TrainSampler, build_dataset, build_loader  # noqa: E402
+from side4video.data import TrainSampler, create_dataset, create_loader  # noqa: E402
 from side4video.data.decoders import torchcodec_available  # noqa: E402
 from side4video.data.toy import write_frame_folder, write_video  # noqa: E402
 
@@ -76,7 +76,7 @@ def write_data(root: str) -> dict[str, tuple[str, str]]:
 def clips_per_second(dataset, workers: int, seconds: float, batch_size: int = 4) -> float:
     """Steady-state rate: the first batch (worker start-up, warm caches) is not timed."""
     sampler = TrainSampler(len(dataset) * 1000, seed=0)  # indices beyond len wrap below
-    loader = build_loader(_Cycle(dataset), batch_size=batch_size, sampler=sampler, num_workers=workers,
+    loader = create_loader(_Cycle(dataset), batch_size=batch_size, sampler=sampler, num_workers=workers,
                           persistent_workers=False, prefetch_factor=4 if workers else None)
     iterator = iter(loader)
     next(iterator)
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
                                               input_size=224, train_root=data_root, train_list=list_file,
                                               image_tmpl=IMAGE_TMPL, rand_aug=rand_aug,
                                               video_backend="decord" if source == "jpeg" else source))
-            dataset = build_dataset(cfg, "train", seed=0)
+            dataset = create_dataset(cfg, "train", seed=0)
             single = max(clips_per_second(dataset, 0, args.seconds) for _ in range(args.repeats))
             parallel = max(clips_per_second(dataset, args.workers, args.seconds) for _ in range(args.repeats))
             label = {"jpeg": "JPEG frames (PIL)", "decord": "mp4 (decord)", "pyav": "mp4 (PyAV)",

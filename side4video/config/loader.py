@@ -316,6 +316,10 @@ def _check_combinations(cfg: dict, source: str) -> None:
     if solver["precision"] == "fp16" and solver["zero_stage"] > 0:
         raise ConfigError(f"{source}: solver.precision fp16 needs solver.zero_stage 0 (DeepSpeed's loss scaler for "
                           "torch autocast); use bf16 with ZeRO 1/2")
+    if (solver["mixup"] > 0 or solver["cutmix"] > 0) and any(dict(p).get("type") == "mixup" for p in solver["plugins"]):
+        raise ConfigError(f"{source}: solver.mixup ({solver['mixup']}) / solver.cutmix ({solver['cutmix']}) and a "
+                          "'mixup' entry in solver.plugins both configure mixup; keep one (set mixup and cutmix to 0, "
+                          "or remove the entry)")
     if data["sampling"] == "dense" and data["seg_length"] != 1:
         raise ConfigError(f"{source}: data.seg_length applies to segment sampling only; use seg_length 1 with "
                           "data.sampling: dense")

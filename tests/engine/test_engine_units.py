@@ -185,3 +185,16 @@ def test_every_launch_path_builds_deepspeed_helpers_with_the_environments_own_ni
     prepare_accelerator_env()
     assert shutil.which("ninja") == str(Path(scripts) / "ninja")
     assert os.environ["TORCH_EXTENSIONS_DIR"] == os.path.join(sys.prefix, "torch_extensions")
+
+
+def test_the_deepspeed_adapter_names_exist_in_the_installed_deepspeed():
+    """The private DeepSpeed names the adapter uses (kept in one file): a DeepSpeed upgrade that moves one fails here
+    (the step counters are instance attributes: the in-process training test checks them on a real engine)."""
+    prepare_accelerator_env()
+    from deepspeed.runtime.engine import DeepSpeedEngine
+
+    from side4video.engine.deepspeed_adapter import PRIVATE_METHODS
+    assert PRIVATE_METHODS and all(callable(getattr(DeepSpeedEngine, name, None)) for name in PRIVATE_METHODS)
+    for public in ("zero_optimization", "zero_load_from_fp32_weights", "fp16_enabled", "bfloat16_enabled",
+                   "is_gradient_accumulation_boundary", "get_lr"):
+        assert callable(getattr(DeepSpeedEngine, public, None)), public

@@ -139,3 +139,27 @@ def test_two_plugins_that_each_provide_the_validated_model_are_refused_at_set_up
     quiet.name = "ema_quiet"
     trainable, _ = set_up_plugins([EmaPlugin(decay=0.9), quiet], _context(model))
     assert validation_model(model, [quiet]) is model
+
+
+def test_an_explicit_mixup_entry_smooths_as_the_solver_unless_it_says_otherwise():
+    from side4video.config import load_config
+    cfg = load_config(None, {"data.num_classes": 4, "solver.smoothing": 0.2, "solver.plugins": [{"type": "mixup"}]})
+    (plugin,) = create_plugins(cfg)
+    plugin.setup(_context(None))   # no config in the context: the plugin's own default applies
+    assert plugin.mixup.label_smoothing == 0.0
+    plugin.setup(PluginContext(cfg=cfg, model=None, backbone=None, assembler=None, num_classes=4,
+                               device=torch.device("cpu")))
+    assert plugin.mixup.label_smoothing == 0.2, "solver.smoothing was silently replaced by the plugin's 0"
+    (own,) = create_plugins(load_config(None, {"data.num_classes": 4, "solver.smoothing": 0.2,
+                                               "solver.plugins": [{"type": "mixup", "smoothing": 0.05}]}))
+    own.setup(PluginContext(cfg=cfg, model=None, backbone=None, assembler=None, num_classes=4,
+                            device=torch.device("cpu")))
+    assert own.mixup.label_smoothing == 0.05
+
+
+def test_solver_mixup_next_to_an_explicit_mixup_entry_is_refused_in_one_line():
+    from side4video.config import load_config
+    from side4video.errors import ConfigError
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {"data.num_classes": 4, "solver.mixup": 0.8, "solver.plugins": [{"type": "mixup"}]})
+    assert "\n" not in str(info.value) and "both configure mixup" in str(info.value)

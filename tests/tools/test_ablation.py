@@ -305,3 +305,58 @@ def test_cli_run_with_separate_check_matches_train_py(base_config, tmp_path):
     a = load_checkpoint(tmp_path / "out" / "tsm" / "checkpoint.pt")["model"]
     b = load_checkpoint(tmp_path / "train_py" / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- defects of the runner (each failed before its fix) ------------------------------------------------------------
+@pytest.mark.parametrize("name", ["..", ".", ".hidden", "a/b"])
+def test_variant_names_are_folder_names_inside_the_output(base_config, tmp_path, name):
+    from side4video.ablation import load_ablation
+    with pytest.raises(ConfigError, match="a folder name inside the output folder"):
+        load_ablation(write_ablation(tmp_path / "ablation.yaml", base_config, [{"name": name}]))
+
+
+def test_opts_epochs_win_over_the_budget_and_say_so(base_config, tmp_path):
+    from side4video.ablation import load_ablation
+    config = write_ablation(tmp_path / "ablation.yaml", base_config, [{"name": "conv"}], budget={"epochs": 5})
+    spec = load_ablation(config, ["solver.epochs=1"])
+    assert spec.epochs == 1 and spec.variants[0].cfg.solver.epochs == 1
+    assert spec.notes == ["--opts solver.epochs=1 wins over the file's budget.epochs 5"]
+    assert load_ablation(config).epochs == 5
+
+
+def test_a_second_ablation_on_the_same_output_is_refused(base_config, tmp_path):
+    from side4video.ablation import load_ablation, run_ablation
+    from side4video.files import OutputInUse, OutputLock
+    spec = load_ablation(write_ablation(tmp_path / "ablation.yaml", base_config, [{"name": "conv"}]))
+    with OutputLock(tmp_path / "out"):
+        with pytest.raises(OutputInUse, match="in use by another"):
+            run_ablation(spec, tmp_path / "out", check=False)
+
+
+def test_pretrain_is_honoured_and_a_checkpoint_that_does_not_fit_names_the_variant(base_config, toy_data, tmp_path):
+    """The base config's pretrain: starts every variant from its weights (as train.py on the variant's config.yaml
+    would); a checkpoint for another class count is one line naming the ablation file and the variant."""
+    from side4video.ablation import load_ablation
+    from side4video.ablation.runner import Ablation, VariantError
+    from side4video.config import load_config
+    from side4video.engine.builders import backbone_from_config, model_from_config
+    from side4video.engine.logging_utils import setup_logging
+    from side4video.files import atomic_save
+    cfg = load_config(base_config)
+    torch.manual_seed(123)
+    donor = model_from_config(cfg, backbone_from_config(cfg), seed=7)
+    atomic_save({"model": donor.state_dict()}, tmp_path / "donor.pt")
+    config = write_ablation(tmp_path / "ablation.yaml", base_config, [{"name": "conv"}])
+    spec = load_ablation(config, [f"pretrain={tmp_path / 'donor.pt'}"])
+    ablation = Ablation(spec, tmp_path / "out", setup_logging(None, True))
+    (run,) = ablation.new_runs(["conv"])
+    ours = run.model.state_dict()
+    assert all(torch.equal(ours[k], v) for k, v in donor.state_dict().items()), "pretrain: was ignored"
+    wrong = load_config(base_config, ["data.num_classes=10"])
+    atomic_save({"model": model_from_config(wrong, backbone_from_config(wrong)).state_dict()}, tmp_path / "ten.pt")
+    spec = load_ablation(config, [f"pretrain={tmp_path / 'ten.pt'}"])
+    with pytest.raises(VariantError) as info:
+        Ablation(spec, tmp_path / "out", setup_logging(None, True)).new_runs(["conv"])
+    message = str(info.value)
+    assert "\n" not in message and "variant 'conv'" in message and str(config) in message
+    assert "trained for 10 classes" in message
