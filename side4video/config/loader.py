@@ -16,6 +16,7 @@ import yaml
 from dotmap import DotMap
 
 from ..errors import ConfigError
+from ..modules import check_causal_form
 from .schema import LEGACY_KEYS, SCHEMA, Key
 from .types import TypeMismatch
 
@@ -320,9 +321,22 @@ def _check_combinations(cfg: dict, source: str) -> None:
         raise ConfigError(f"{source}: solver.mixup ({solver['mixup']}) / solver.cutmix ({solver['cutmix']}) and a "
                           "'mixup' entry in solver.plugins both configure mixup; keep one (set mixup and cutmix to 0, "
                           "or remove the entry)")
+    if net["causal"]:
+        _check_causal(net, source)
     if data["sampling"] == "dense" and data["seg_length"] != 1:
         raise ConfigError(f"{source}: data.seg_length applies to segment sampling only; use seg_length 1 with "
                           "data.sampling: dense")
+
+
+def _check_causal(net: dict, source: str) -> None:
+    if net["head"] != "side4video":
+        raise ConfigError(f"{source}: network.causal applies to the side network (network.head: side4video), not to "
+                          f"network.head: {net['head']}")
+    if net["assembler"]:
+        raise ConfigError(f"{source}: network.causal cannot be combined with network.assembler "
+                          f"{dict(net['assembler']).get('type')!r} (its pseudo-frames summarise the whole video)")
+    names = [net["temporal_module"]] + [dict(entry)["type"] for entry in net["side_modules"]]
+    check_causal_form(names, where=f"{source}: network.causal")
 
 
 def to_plain_dict(cfg: DotMap) -> dict:

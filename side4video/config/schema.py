@@ -193,6 +193,9 @@ SCHEMA: dict[str, Any] = {
                                Choice(lambda: (*SIDE_MODULES.names(), "none"))),
         "side_modules": Key([], "more side modules: [{type: gc, slot: pre_attn|post_attn|post_mlp, blocks: "
                                 "all|k|[i, ...], ...arguments}], in the order listed", _SIDE_MODULE),
+        "causal": Key(False, "causal side network for online recognition: every temporal part looks only at the "
+                             "present and the past (stem, class-token shift, side modules in their causal form); "
+                             "side4video head only", Bool()),
         "assembler": Key(None, "how frames become the side network's inputs: null (tap the sampled frames) or "
                                "{type: cluster, clusters: K, method: cumulative|slope, ...} (full-video clustering)",
                          _ASSEMBLER),

@@ -135,3 +135,16 @@ def config_for_checkpoint(path: str | Path, config: str | Path | None, opts) -> 
     if not saved:
         raise ConfigError(f"{path} stores no config (it is not a side4video training checkpoint); pass --config")
     return load_config(None, opts, base=saved)
+
+
+def load_for_inference(weights: str | Path, config: str | Path | None = None, opts=(), *,
+                       device: torch.device | str = "cpu", allow_other_backbone: bool = False
+                       ) -> tuple[Any, FrozenEncoder, nn.Module]:
+    """``(cfg, backbone, model)`` for a checkpoint, ready for inference (eval mode, on ``device``): the config stored
+    in the checkpoint unless ``config`` is given (``opts`` on top), the frozen backbone it names, the trained weights.
+    What prediction, streaming and export build on."""
+    cfg = config_for_checkpoint(weights, config, list(opts or ()))
+    backbone = backbone_from_config(cfg, device)
+    model = model_from_config(cfg, backbone)
+    load_trainable_weights(model, weights, backbone, cfg, allow_other_weights=allow_other_backbone)
+    return cfg, backbone.eval(), model.to(device).eval()

@@ -29,12 +29,12 @@ def _deepspeed_safe_globals() -> list:
     try:
         # deferred: DeepSpeed is heavy, and only optimizer states of its engines need these classes
         from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
-        from deepspeed.runtime.zero.config import (
-            ZeroStageEnum,  # deferred: heavy; only optimizer states of its engines need these
-        )
-        from deepspeed.utils.tensor_fragment import (
-            fragment_address,  # deferred: heavy; only optimizer states of its engines need these
-        )
+
+        # deferred: (as above)
+        from deepspeed.runtime.zero.config import ZeroStageEnum
+
+        # deferred: (as above)
+        from deepspeed.utils.tensor_fragment import fragment_address
     except ImportError:  # pragma: no cover - deepspeed is a dependency
         return []
     return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]

@@ -41,7 +41,7 @@ def model_options_from_config(cfg) -> dict[str, Any]:
                 head_norm=net.head_norm, fusion_weight=net.fusion_weight, temporal_module=net.temporal_module,
                 side_modules=[dict(m) for m in net.side_modules], mlp_ratio=net.mlp_ratio, drop_fc=net.drop_fc,
                 drop_path=net.drop_path, grad_checkpointing=net.grad_checkpointing, recompute=net.recompute,
-                sync_bn=net.sync_bn)
+                sync_bn=net.sync_bn, causal=net.causal)
     if net.head == "side4video":
         options = side
     elif net.head == "temporal_transformer":

@@ -14,6 +14,14 @@ and values of the side block's attention:
 The head is BN (CLIP only, as the reference) → mean over T·h·w → dropout → Linear.
 Each slot holds any number of pluggable side modules (``side4video/modules``), chosen in the config.
 
+Causal (``causal=True``, ``network.causal``; online recognition): every temporal part looks only at the present
+and the past — the stem's 3-frame kernel covers t-2..t, the class-token shift takes both halves from earlier
+frames (t-1 and t-2), and every side module runs in its causal form (modules without one are refused). The
+attention, MLP and norms are per frame. :meth:`SideNetwork.frame_features` then gives per-frame features whose
+frame t depends on frames ≤ t only (in eval mode: in training BatchNorm's batch statistics mix frames), and, with a
+:class:`~side4video.modules.TemporalHistory` store, runs a stream a few frames (or one) at a time with exactly
+the results of one offline call (``side4video.streaming``).
+
 Differences from the reference, on purpose: the temporal convs are initialised (the reference's init loop names
 layers that do not exist), residual output projections use std D^-½·(2L)^-½ with L the real number of side blocks
 instead of a hard-coded 12, and the stem has no bias (BatchNorm follows it; an official checkpoint's stem bias is
@@ -33,7 +41,9 @@ from ..errors import ConfigError
 from ..modules import (
     SLOTS,
     BlockContext,
+    TemporalHistory,
     TokenBatchNorm,
+    check_causal_form,
     check_side_module_spec,
     create_side_module,
     module_plan,
@@ -54,21 +64,35 @@ def shift_cls_in_time(cls: torch.Tensor, num_frames: int) -> torch.Tensor:
     return torch.cat([from_next, from_prev], dim=-1).reshape_as(cls)
 
 
+def shift_cls_causally(cls: torch.Tensor, num_frames: int, history: TemporalHistory | None = None) -> torch.Tensor:
+    """The causal class-token shift: channels [:D/2] of frame t come from t-1, [D/2:] from t-2 (zeros, or the
+    remembered frames of a stream, before the first)."""
+    dim = cls.shape[-1]
+    half = dim // 2
+    seq = cls.reshape(-1, num_frames, *cls.shape[1:])
+    full = (history or TemporalHistory()).extend("cls", seq, 2)          # frame i of full is time i - 2
+    return torch.cat([full[:, 1:num_frames + 1, ..., :half], full[:, :num_frames, ..., half:]], dim=-1).reshape_as(cls)
+
+
 def _layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
     return F.layer_norm(x.to(weight.dtype), weight.shape, weight, bias, eps)
 
 
 class SideStem(nn.Module):
-    """Conv3d(3→D, kernel (3, p, p), stride (1, p, p), temporal padding 1) + BN on the raw frames."""
+    """Conv3d(3→D, kernel (3, p, p), stride (1, p, p), temporal padding 1) + BN on the raw frames; causal: the
+    kernel covers frames t-2..t (two frames of left padding, or the stream's remembered frames)."""
 
-    def __init__(self, dim: int, patch_size: int, sync_bn: bool = False):
+    def __init__(self, dim: int, patch_size: int, sync_bn: bool = False, causal: bool = False):
         super().__init__()
+        self.causal = causal
         self.conv = nn.Conv3d(3, dim, kernel_size=(3, patch_size, patch_size), stride=(1, patch_size, patch_size),
-                              padding=(1, 0, 0), bias=False)  # BN follows: a bias would be redundant
+                              padding=(0 if causal else 1, 0, 0), bias=False)  # BN follows: a bias would be redundant
         self.bn = TokenBatchNorm(dim, sync=sync_bn)
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, history: TemporalHistory | None = None) -> torch.Tensor:
         """``[B, T, 3, H, W]`` → patch tokens ``[B*T, h*w, D]``."""
+        if self.causal:
+            frames = (history or TemporalHistory()).extend("stem", frames, 2)
         x = self.conv(frames.transpose(1, 2))                       # [B, D, T, h, w]
         return self.bn(x.permute(0, 2, 3, 4, 1).flatten(2, 3).flatten(0, 1))
 
@@ -165,11 +189,12 @@ class SideBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float = 4.0, norm: str = "pre",
                  drop_path: float = 0.0, sync_bn: bool = False, recompute: bool = True,
-                 modules: Mapping[str, Sequence[nn.Module]] | None = None):
+                 modules: Mapping[str, Sequence[nn.Module]] | None = None, causal: bool = False):
         super().__init__()
         if norm not in ("pre", "post"):
             raise ValueError(f"side block norm must be 'pre' or 'post', got {norm!r}")
         self.post_norm = norm == "post"
+        self.causal = causal
         modules = modules or {}
         self.pre_attn = nn.ModuleList(modules.get("pre_attn", ()))
         self.attn_norm = nn.LayerNorm(dim)
@@ -180,23 +205,33 @@ class SideBlock(nn.Module):
         self.post_mlp = nn.ModuleList(modules.get("post_mlp", ()))
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x: torch.Tensor, ctx: BlockContext, pos: torch.Tensor) -> torch.Tensor:
-        """x ``[B*T, N, D]`` patch stream; ``ctx.cls`` ``[B*T, 1, D]`` projected backbone cls; pos ``[N, D]``."""
-        for module in self.pre_attn:
-            x = module(x, ctx)
-        tokens = torch.cat([shift_cls_in_time(ctx.cls, ctx.num_frames), x + pos.to(x.dtype)], dim=1)
+    def forward(self, x: torch.Tensor, ctx: BlockContext, pos: torch.Tensor,
+                history: TemporalHistory | None = None) -> torch.Tensor:
+        """x ``[B*T, N, D]`` patch stream; ``ctx.cls`` ``[B*T, 1, D]`` projected backbone cls; pos ``[N, D]``;
+        ``history``: this block's remembered past frames when streaming."""
+        x = self._run_slot("pre_attn", x, ctx, history)
+        if self.causal:
+            shifted = shift_cls_causally(ctx.cls, ctx.num_frames, history)
+        else:
+            shifted = shift_cls_in_time(ctx.cls, ctx.num_frames)
+        tokens = torch.cat([shifted, x + pos.to(x.dtype)], dim=1)
         if self.post_norm:
             x = x + self.drop_path(self.attn_norm(self.attn(tokens)))
         else:
             x = x + self.drop_path(self.attn(tokens, self.attn_norm))
-        for module in self.post_attn:
-            x = module(x, ctx)
+        x = self._run_slot("post_attn", x, ctx, history)
         if self.post_norm:
             x = x + self.drop_path(self.mlp_norm(self.mlp(x)))
         else:
             x = x + self.drop_path(self.mlp(x, self.mlp_norm))
-        for module in self.post_mlp:
+        return self._run_slot("post_mlp", x, ctx, history)
+
+    def _run_slot(self, slot: str, x: torch.Tensor, ctx: BlockContext,
+                  history: TemporalHistory | None) -> torch.Tensor:
+        for position, module in enumerate(getattr(self, slot)):
+            ctx.history = None if history is None else history.scope(f"{slot}.{position}")
             x = module(x, ctx)
+        ctx.history = None
         return x
 
     def side_modules(self) -> list[nn.Module]:
@@ -248,9 +283,13 @@ class SideNetwork(nn.Module):
                  head_norm: bool | None = None, fusion_weight: float = 0.5, temporal_module: str | None = "conv",
                  side_modules: Sequence[Mapping[str, Any]] = (), mlp_ratio: float = 4.0, num_heads: int | None = None,
                  drop_fc: float = 0.0, drop_path: float = 0.0, grad_checkpointing: bool = False,
-                 recompute: bool = True, sync_bn: bool = False):
+                 recompute: bool = True, sync_bn: bool = False, causal: bool = False):
         super().__init__()
         eva = backbone.family == "eva"
+        specs = default_module_specs(temporal_module, side_modules)
+        if causal:
+            check_causal_form([spec["type"] for spec in specs])
+        self.is_causal = causal
         if layers is None:
             layers = "every_other" if eva else "all"
         self.backbone_layers = select_layers(backbone.num_layers, layers)
@@ -267,19 +306,20 @@ class SideNetwork(nn.Module):
         self.fusion_weight = fusion_weight
         self.grad_checkpointing = grad_checkpointing
         self.grid = backbone.grid_size
-        self.stem = SideStem(side_dim, backbone.patch_size, sync_bn)
+        self.stem = SideStem(side_dim, backbone.patch_size, sync_bn, causal=causal)
         self.taps = nn.ModuleList(TapProjection(backbone.width, side_dim, tap_norm, recompute)
                                   for _ in self.backbone_layers)
         depth = len(self.backbone_layers)
         rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]  # stochastic depth grows with depth
-        plan = module_plan(default_module_specs(temporal_module, side_modules), depth)
+        plan = module_plan(specs, depth)
         blocks = []
         for index, rate in enumerate(rates):
-            provided = {"post_norm": norm == "post", "sync_bn": sync_bn, "drop_path": rate, "recompute": recompute}
+            provided = {"post_norm": norm == "post", "sync_bn": sync_bn, "drop_path": rate, "recompute": recompute,
+                        "causal": causal}
             modules = {slot: [create_side_module(spec, side_dim, provided) for spec in plan[index][slot]]
                        for slot in SLOTS}
             blocks.append(SideBlock(side_dim, num_heads, mlp_ratio=mlp_ratio, norm=norm, drop_path=rate,
-                                    sync_bn=sync_bn, recompute=recompute, modules=modules))
+                                    sync_bn=sync_bn, recompute=recompute, modules=modules, causal=causal))
         self.blocks = nn.ModuleList(blocks)
         self.pos_embed = nn.Parameter(torch.zeros(backbone.num_patches, side_dim))
         self.head_norm = TokenBatchNorm(side_dim, sync=sync_bn) if head_norm else None
@@ -289,8 +329,10 @@ class SideNetwork(nn.Module):
 
     @property
     def causal(self) -> bool:
-        """Whether the side modules never look at future frames (the attention and stem do: 3-frame stem kernel)."""
-        return all(getattr(m, "causal", False) for block in self.blocks for m in block.side_modules())
+        """Whether no output frame depends on later frames (``network.causal``: stem, class-token shift and every
+        side module causal)."""
+        return self.is_causal and all(getattr(m, "causal", False) for block in self.blocks
+                                      for m in block.side_modules())
 
     def _init_weights(self, pos_std: float) -> None:
         """Generic init first (norms to identity, projections, blocks), then each side module's own init."""
@@ -311,15 +353,38 @@ class SideNetwork(nn.Module):
                 module.init_weights(len(self.blocks))
 
     def _layer(self, x: torch.Tensor, cls_tokens: torch.Tensor, patch_tokens: torch.Tensor, index: int,
-               grid: tuple[int, int, int, int]) -> torch.Tensor:
+               grid: tuple[int, int, int, int], history: TemporalHistory | None = None) -> torch.Tensor:
         tap = self.taps[index]
         alpha = self.fusion_weight
         x = (1 - alpha) * x + alpha * tap(patch_tokens)
-        ctx = BlockContext(grid=grid, index=index, depth=len(self.blocks), cls=tap(cls_tokens))
-        return self.blocks[index](x, ctx, self.pos_embed)
+        ctx = BlockContext(grid=grid, index=index, depth=len(self.blocks), cls=tap(cls_tokens), causal=self.is_causal)
+        return self.blocks[index](x, ctx, self.pos_embed, None if history is None else history.scope(f"block{index}"))
 
     def forward_features(self, inputs: SideInputs) -> torch.Tensor:
         """Pooled side features ``[B, D]``."""
+        x = self._side_stream(inputs)
+        return x.reshape(inputs.frames.shape[0], -1, self.side_dim).mean(dim=1)
+
+    def frame_features(self, inputs: SideInputs, history: TemporalHistory | None = None) -> torch.Tensor:
+        """Per-frame features ``[B, T, D]`` (the head's input before the mean over frames; their mean over T is
+        :meth:`forward_features` up to rounding). ``history`` (causal networks): the stream's remembered frames,
+        updated in place, so consecutive calls on consecutive frames equal one call on all of them."""
+        if history is not None and not self.is_causal:
+            raise ValueError("streaming history needs a causal side network (network.causal: true)")
+        b, t = inputs.frames.shape[:2]
+        x = self._side_stream(inputs, history)
+        return x.reshape(b, t, -1, self.side_dim).mean(dim=2)
+
+    def window_logits(self, features: torch.Tensor, window: int) -> torch.Tensor:
+        """Per-frame features ``[B, F, D]`` → logits ``[B, F, C]`` of the last ``window`` frames up to each frame
+        (fewer at the start): the head's mean over a clip, sliding frame by frame."""
+        totals = features.cumsum(dim=1)
+        shifted = torch.nn.functional.pad(totals, (0, 0, window, 0))[:, :features.shape[1]]
+        counts = torch.arange(1, features.shape[1] + 1, device=features.device).clamp(max=window)
+        return self.fc(self.dropout((totals - shifted) / counts[None, :, None].to(features.dtype)))
+
+    def _side_stream(self, inputs: SideInputs, history: TemporalHistory | None = None) -> torch.Tensor:
+        """The side stream after the last block (and the head's BatchNorm): ``[B*T, N, D]``."""
         if len(inputs.patch_tokens) != len(self.blocks):
             raise ValueError(f"expected tokens of {len(self.blocks)} backbone layers, got {len(inputs.patch_tokens)}")
         frames = inputs.frames
@@ -327,21 +392,27 @@ class SideNetwork(nn.Module):
         grid = (b, t, self.grid, self.grid)
         frames = frames.to(self.stem.conv.weight.dtype)
         recompute = self.training and torch.is_grad_enabled() and (self.recompute or self.grad_checkpointing)
-        # the stem's conv output (kept for its BatchNorm) is recomputed from the frames, kept anyway
-        x = checkpoint_without_double_updates(self.stem, frames) if recompute else self.stem(frames)
-        for index, (cls_tokens, patch_tokens) in enumerate(zip(inputs.cls_tokens, inputs.patch_tokens)):
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                # only the block input (and the tap, alive anyway) is kept; the block is recomputed in backward
-                x = checkpoint_without_double_updates(self._layer, x, cls_tokens, patch_tokens, index, grid)
-            else:
-                x = self._layer(x, cls_tokens, patch_tokens, index, grid)
+        if history is not None:       # streaming (inference): nothing to recompute, the history is updated once
+            x = self.stem(frames, history)
+            for index, (cls_tokens, patch_tokens) in enumerate(zip(inputs.cls_tokens, inputs.patch_tokens)):
+                x = self._layer(x, cls_tokens, patch_tokens, index, grid, history)
+        else:
+            # the stem's conv output (kept for its BatchNorm) is recomputed from the frames, kept anyway
+            x = checkpoint_without_double_updates(self.stem, frames) if recompute else self.stem(frames)
+            for index, (cls_tokens, patch_tokens) in enumerate(zip(inputs.cls_tokens, inputs.patch_tokens)):
+                if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                    # only the block input (and the tap, alive anyway) is kept; the block is recomputed in backward
+                    x = checkpoint_without_double_updates(self._layer, x, cls_tokens, patch_tokens, index, grid)
+                else:
+                    x = self._layer(x, cls_tokens, patch_tokens, index, grid)
         if self.head_norm is not None:
             x = self.head_norm(x)
-        return x.reshape(b, -1, self.side_dim).mean(dim=1)
+        return x
 
     def forward(self, inputs: SideInputs) -> torch.Tensor:
         return self.fc(self.dropout(self.forward_features(inputs)))
 
 
 __all__ = ["SideNetwork", "SideBlock", "SideAttention", "SideMlp", "SideStem", "TapProjection", "shift_cls_in_time",
+           "shift_cls_causally",
            "default_num_heads", "default_module_specs"]

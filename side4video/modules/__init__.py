@@ -10,17 +10,26 @@ It is then usable from a config::
       side_modules: [{type: <name>, slot: pre_attn, blocks: all, <argument>: <value>}]
 """
 from . import gc, h2cn, nonlocal_block, r2plus1d, temporal_conv, tsm  # noqa: F401  (each registers itself)
-from .base import SIDE_MODULES, SLOTS, BlockContext, SideModule, VideoSideModule, residual_init_std
+from .base import SIDE_MODULES, SLOTS, BlockContext, SideModule, TemporalHistory, VideoSideModule, residual_init_std
 from .gc import GroupContextualization
 from .h2cn import HourglassChannelGate
 from .nonlocal_block import NonLocalBlock
 from .norm import TokenBatchNorm
-from .plan import PROVIDED, check_side_module_spec, create_side_module, module_plan, resolve_blocks
+from .plan import (
+    PROVIDED,
+    check_causal_form,
+    check_side_module_spec,
+    create_side_module,
+    module_plan,
+    resolve_blocks,
+)
 from .r2plus1d import R2Plus1DAdapter
 from .temporal_conv import TemporalConv
 from .tsm import TemporalShift, temporal_shift
 
-__all__ = ["SLOTS", "BlockContext", "SideModule", "VideoSideModule", "residual_init_std", "TokenBatchNorm",
-           "TemporalConv", "TemporalShift", "temporal_shift", "GroupContextualization", "HourglassChannelGate",
-           "NonLocalBlock", "R2Plus1DAdapter", "SIDE_MODULES", "PROVIDED", "create_side_module",
-           "check_side_module_spec", "module_plan", "resolve_blocks"]
+__all__ = [
+    "SLOTS", "BlockContext", "TemporalHistory", "check_causal_form", "SideModule", "VideoSideModule",
+    "residual_init_std", "TokenBatchNorm", "TemporalConv", "TemporalShift", "temporal_shift",
+    "GroupContextualization", "HourglassChannelGate", "NonLocalBlock", "R2Plus1DAdapter", "SIDE_MODULES", "PROVIDED",
+    "create_side_module", "check_side_module_spec", "module_plan", "resolve_blocks"
+]

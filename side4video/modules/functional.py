@@ -15,17 +15,25 @@ import torch
 import torch.nn.functional as F
 
 
-def temporal_depthwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                       num_frames: int) -> torch.Tensor:
-    """Depthwise convolution over time on channel-last tokens, zero-padded at both ends.
+def temporal_depthwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, num_frames: int, *,
+                       causal: bool = False, extend: Callable[[torch.Tensor, int], torch.Tensor] | None = None
+                       ) -> torch.Tensor:
+    """Depthwise convolution over time on channel-last tokens.
 
     ``x [B*T, N, C]`` (frame-major rows), ``weight [C, k]`` (k odd), ``bias [C]`` → ``[B*T, N, C]`` with
-    ``y_t = sum_j weight[:, j] * x_{t + j - k//2} + bias``: the reference's ``Conv3d(C, C, (k, 1, 1),
-    padding=(k//2, 0, 0), groups=C)`` without the permutes to ``(B, C, T, h, w)``.
+    ``y_t = sum_j weight[:, j] * x_{t + j - k//2} + bias``, zero-padded at both ends: the reference's
+    ``Conv3d(C, C, (k, 1, 1), padding=(k//2, 0, 0), groups=C)`` without the permutes to ``(B, C, T, h, w)``.
+
+    ``causal``: the same taps shifted into the past, ``y_t = sum_j weight[:, j] * x_{t + j - (k-1)} + bias``;
+    the k-1 frames before the first come from ``extend(seq [B, T, N, C], k-1)`` (streaming history, see
+    ``TemporalHistory.extend``), zeros by default.
     """
     k = weight.shape[1]
     seq = x.reshape(-1, num_frames, *x.shape[1:])                     # [B, T, N, C]
-    padded = F.pad(seq, (0, 0, 0, 0, k // 2, k // 2))
+    if causal:
+        padded = extend(seq, k - 1) if extend is not None else F.pad(seq, (0, 0, 0, 0, k - 1, 0))
+    else:
+        padded = F.pad(seq, (0, 0, 0, 0, k // 2, k // 2))
     weight = weight.to(x.dtype)
     out = padded[:, 0:num_frames] * weight[:, 0]
     for j in range(1, k):

@@ -11,7 +11,7 @@ from ..registry import shown
 from .base import SIDE_MODULES, SLOTS
 
 # Arguments the side network supplies itself to every module whose constructor takes them.
-PROVIDED = ("post_norm", "sync_bn", "drop_path", "recompute")
+PROVIDED = ("post_norm", "sync_bn", "drop_path", "recompute", "causal")
 PLACEMENT = ("slot", "blocks")
 BLOCKS_DOC = "'all', k (every k-th block, ending at the last) or a list of block indices"
 
@@ -38,6 +38,17 @@ def check_side_module_spec(entry: Mapping[str, Any]) -> dict:
         raise ConfigError(f"side module '{name}': slot must be one of {', '.join(SLOTS)}, got {shown(slot)}")
     blocks = _check_blocks(name, entry.get("blocks", module_class.default_blocks))
     return {"type": name, "slot": slot, "blocks": blocks, **kwargs}
+
+
+def check_causal_form(names: Sequence[str], where: str = "network.causal") -> None:
+    """One-line ConfigError naming the first side module among ``names`` that has no causal form."""
+    for name in names:
+        if name == "none":
+            continue
+        if not SIDE_MODULES.get(name).has_causal_form:
+            able = [n for n in SIDE_MODULES.names() if SIDE_MODULES.get(n).has_causal_form]
+            raise ConfigError(f"{where}: side module '{name}' has no causal form (it looks at later frames); "
+                              f"causal side modules: {', '.join(able)}")
 
 
 def resolve_blocks(blocks: Any, depth: int, name: str = "side module") -> list[int]:
@@ -68,4 +79,7 @@ def module_plan(specs: Sequence[Mapping[str, Any]], depth: int) -> list[dict[str
     return plan
 
 
-__all__ = ["PROVIDED", "PLACEMENT", "check_side_module_spec", "resolve_blocks", "create_side_module", "module_plan"]
+__all__ = [
+    "PROVIDED", "PLACEMENT", "check_causal_form", "check_side_module_spec", "resolve_blocks", "create_side_module",
+    "module_plan"
+]

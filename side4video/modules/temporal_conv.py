@@ -2,7 +2,8 @@
 
     pre-norm (CLIP):  x + PW₂(DW_{3×1×1}(PW₁(BN(x))))        post-norm (EVA):  x + BN(PW₂(DW_{3×1×1}(PW₁(x))))
 
-No activation between the convolutions, biases kept, hidden width ``ratio · D`` (the reference uses 1). The
+No activation between the convolutions, biases kept, hidden width ``ratio · D`` (the reference uses 1). Causal
+(``network.causal``): the same taps cover frames t-k+1..t instead of t-k//2..t+k//2. The
 parameters have the reference's Conv3d shapes; the maths runs on channel-last tokens (1×1×1 convolutions are
 linear layers over channels, the depthwise temporal convolution a weighted sum of neighbouring frames), so no
 ``(B, D, T, h, w)`` permutes are made.
@@ -27,9 +28,13 @@ from .norm import TokenBatchNorm
 class TemporalConv(SideModule):
     """The Side4Video temporal convolution branch, with its own BatchNorm and residual."""
 
+    has_causal_form = True
+
     def __init__(self, dim: int, *, ratio: float = 1.0, kernel_size: Annotated[int, Range(1)] = 3,
-                 post_norm: bool = False, sync_bn: bool = False, drop_path: float = 0.0, recompute: bool = False):
+                 post_norm: bool = False, sync_bn: bool = False, drop_path: float = 0.0, recompute: bool = False,
+                 causal: bool = False):
         super().__init__()
+        self.causal = causal
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ConfigError(f"temporal conv kernel_size must be odd and positive, got {kernel_size}")
         hidden = int(dim * ratio)
@@ -42,20 +47,21 @@ class TemporalConv(SideModule):
         self.pw_conv2 = nn.Conv3d(hidden, dim, kernel_size=1)
         self.drop_path = DropPath(drop_path)
 
-    def _branch(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def _branch(self, x: torch.Tensor, num_frames: int, extend=None) -> torch.Tensor:
         w1 = self.pw_conv1.weight.flatten(1)
         w2 = self.pw_conv2.weight.flatten(1)
         dw_weight, dw_bias = self.dw_conv.weight.flatten(1), self.dw_conv.bias
+        causal = self.causal
 
         def depthwise(h, weight=dw_weight, bias=dw_bias):
-            return temporal_depthwise(h, weight, bias, num_frames)
+            return temporal_depthwise(h, weight, bias, num_frames, causal=causal, extend=extend)
 
         b1, b2, norm = self.pw_conv1.bias, self.pw_conv2.bias, self.norm
         if self.recompute and not self.post_norm and not norm.synchronised:
             # BN → PW₁ → DW recomputed in backward as one region: only the branch input x is kept (the stream,
             # kept anyway), not the normalised, projected and convolved D-wide tensors (+1 D×D matmul in backward)
             def region(x, nw, nb, pw, pb, dw, db):
-                return temporal_depthwise(F.linear(norm.pure(x, nw, nb), pw, pb), dw, db, num_frames)
+                return temporal_depthwise(F.linear(norm.pure(x, nw, nb), pw, pb), dw, db, num_frames, causal=causal)
             return recomputed_linear(x, w2, b2, lambda x: depthwise(F.linear(norm(x), w1, b1)), region,
                                      (norm.weight, norm.bias, w1, b1, dw_weight, dw_bias))
         h = F.linear(x if self.post_norm else norm(x), w1, b1)
@@ -66,7 +72,11 @@ class TemporalConv(SideModule):
         return norm(out) if self.post_norm else out
 
     def forward(self, x: torch.Tensor, ctx: BlockContext) -> torch.Tensor:
-        return x + self.drop_path(self._branch(x, ctx.num_frames))
+        extend = None
+        if self.causal and ctx.history is not None:     # streaming: the past frames come from the history
+            def extend(seq, keep):
+                return ctx.past_and_present("dw", seq, keep)
+        return x + self.drop_path(self._branch(x, ctx.num_frames, extend))
 
     def init_weights(self, depth: int) -> None:
         """Input projection ~ N(0, C^-½); depthwise taps ~ N(0, k^-½); output projection with the depth-aware

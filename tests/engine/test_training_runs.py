@@ -28,6 +28,15 @@ def _train(config, out_dir, *extra, env=None, kill_at=None, interrupt_at=None):
     return run_script(["train.py", *args], env=env)
 
 
+# The training losses of this config (write_toy_config's defaults on the session's toy data: 2 epochs of 4 steps,
+# one thread) recorded with the code before the engine redesign (commit 3db213b): the step, backends and task seam
+# must reproduce them to the last digit. Exactly on the platform they were recorded on (float summation order
+# depends on the CPU's vector kernels), to 1e-6 elsewhere.
+RECORDED_LOSSES = [2.0944252014160156, 2.0725741386413574, 2.0966715812683105, 2.088449478149414,
+                   2.0321133136749268, 2.080066442489624, 2.0665929317474365, 2.0940513610839844]
+RECORDED_ON = ("2.14.1", "AVX2")
+
+
 def test_training_writes_outputs_and_never_the_backbone(toy_data, tmp_path):
     from side4video.backbones.weights import file_sha256
     weights = toy_data / "tiny_clip.safetensors"
@@ -47,6 +56,12 @@ def test_training_writes_outputs_and_never_the_backbone(toy_data, tmp_path):
     rows = read_jsonl(run / "metrics.jsonl")
     assert [r["epoch"] for r in rows] == [0, 1]
     assert all(0 <= r["val_top1"] <= 100 and r["clips_per_s"] > 0 and r["lr"] is not None for r in rows)
+    losses = [row["loss"] for row in read_jsonl(run / "steps.jsonl")]
+    platform = (torch.__version__.split("+")[0], torch.backends.cpu.get_cpu_capability())
+    if platform == RECORDED_ON:
+        assert losses == RECORDED_LOSSES, "classification no longer trains bit-identically to the recorded run"
+    else:
+        assert losses == pytest.approx(RECORDED_LOSSES, rel=1e-6, abs=0)
     checkpoint = load_checkpoint(run / "checkpoints" / "last.pt")   # weights_only=True inside
     assert checkpoint["backbone"]["sha256"] == digest == file_sha256(weights)
     keys = list(checkpoint["model"])
@@ -372,8 +387,8 @@ def test_svmix_trains_through_train_py_and_test_py_scores_its_ema(toy_data, tmp_
     assert results["top1"] == read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]["val_top1"]
 
 
-TOY_METHOD_CONFIGS = ["toy_tsm", "toy_gc", "toy_gc_tsm", "toy_h2cn", "toy_nonlocal", "toy_r2plus1d", "toy_svmix",
-                      "toy_sparse_cluster"]
+TOY_METHOD_CONFIGS = ["toy_causal", "toy_tsm", "toy_gc", "toy_gc_tsm", "toy_h2cn", "toy_nonlocal", "toy_r2plus1d",
+                      "toy_svmix", "toy_sparse_cluster"]
 
 
 @pytest.mark.parametrize("name", TOY_METHOD_CONFIGS)

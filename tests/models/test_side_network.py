@@ -275,8 +275,10 @@ def test_a_modules_own_init_runs_after_the_generic_init():
     assert all(torch.count_nonzero(g.norm.weight) == 0 for g in gates), "the generic norm init overwrote it"
     assert torch.all(model.blocks[0].attn_norm.weight == 1)
     assert not model.causal   # the default conv looks at the next frame
-    assert create_model("side4video", TINY, 5, side_dim=32, temporal_module="none",
-                        side_modules=[{"type": ZERO_GATE}]).causal
+    # a module that declares itself causal does not make the network causal: the stem and the class-token shift
+    # look ahead unless the network is built causal (tests/streaming/test_causal.py)
+    assert not create_model("side4video", TINY, 5, side_dim=32, temporal_module="none",
+                            side_modules=[{"type": ZERO_GATE}]).causal
 
 
 def test_unknown_head():
