@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("side4video.tools.train", "train a side network or a baseline head on a frozen backbone"),
     "test": ("side4video.tools.test", "multi-view testing of a checkpoint (results.json, scores.npz)"),
     "predict": ("side4video.tools.predict", "top-k classes of videos or frame folders"),
+    "stream": ("side4video.tools.stream", "online recognition of a video, frame folder, camera or URL, frame by frame"),
     "extract": ("side4video.tools.extract_features", "frozen-backbone features of a list, in resumable shards"),
     "ablation": ("side4video.tools.ablation", "side modules side by side on one frozen-backbone pass"),
     "check-videos": ("side4video.tools.check_videos", "find unreadable videos and frame folders of a list"),
@@ -32,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("side4video.tools.demo", "the CPU demo on the toy dataset"),
     "toy-data": ("side4video.data.toy", "write the toy temporal dataset"),
     "make-tiny-backbone": ("side4video.tools.make_tiny_backbone", "random weights for a tiny backbone config"),
+    "export": ("side4video.tools.export", "a checkpoint as one ONNX or torch.export graph (clip or stream), validated"),
 }
 
 
