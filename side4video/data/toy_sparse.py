@@ -4,6 +4,7 @@ some of them (and miss whole bursts), every frame sees all.
     python -m side4video.data.toy_sparse --out DIR [--seed 0] [--train_per_class 200] [--val_per_class 25]
                                          [--min_frames 32] [--max_frames 48] [--height 64] [--width 80]
                                          [--formats frames[,videos]] [--workers N]
+                                         [--bursts LO,HI] [--burst_length LO,HI]
 
 In the spirit of Move4MNIST ("No frame left behind", Liu et al., CVPR'21), drawn with numpy (no download).
 Four classes (``CLASS_NAMES``): a bright disc drifts slowly left / right / up / down. Each clip has its own
@@ -15,6 +16,10 @@ length (32-48 frames by default) and mixes four kinds of frames (``FRAME_TYPES``
 * ``static``: the background with a different object (a dimmer square) that never moves;
 * ``background``: the background alone;
 * ``black``: an all-black frame.
+
+``--bursts`` and ``--burst_length`` (inclusive ranges, defaults ``BURSTS`` and ``BURST_LENGTH``) set the
+sparsity: e.g. ``--bursts 2,2`` leaves about 20% of the frames informative (issue 20's sweep). The defaults
+give the documented dataset, byte for byte.
 
 Non-informative frames come in runs of 1-4 frames of one kind. The disc's position is defined at every
 time step, ``p(t) = p0 + v * t`` (it moves on a torus, wrapping around the frame edges, from a uniform
@@ -69,12 +74,23 @@ NOISE_SCALE = NOISE_STD * 3 ** 0.5 / 128  # uniform sensor noise from random byt
 DIRECTIONS = ((-1.0, 0.0), (1.0, 0.0), (0.0, -1.0), (0.0, 1.0))
 
 
-def frame_schedule(rng: np.random.Generator, frames: int) -> np.ndarray:
+def _inclusive_range(value: Sequence[int], name: str, minimum: int = 1) -> tuple[int, int]:
+    low, high = (int(v) for v in value)
+    if not minimum <= low <= high:
+        raise ValueError(f"{name} must be an inclusive range {minimum} <= LO <= HI, got {tuple(value)}")
+    return low, high
+
+
+def frame_schedule(rng: np.random.Generator, frames: int, bursts: Sequence[int] = BURSTS,
+                   burst_length: Sequence[int] = BURST_LENGTH) -> np.ndarray:
     """Frame types ``[F]`` (``FRAME_TYPES`` indices): runs of distractors, then informative bursts on top.
 
-    The clip is split into ``n`` equal parts (n drawn from ``BURSTS``); each part gets one burst of
-    ``BURST_LENGTH`` frames at a uniform position inside it, so the bursts span the clip irregularly.
+    The clip is split into ``n`` equal parts (n drawn from ``bursts``, inclusive); each part gets one burst of
+    ``burst_length`` frames (inclusive, cut to the part) at a uniform position inside it, so the bursts span the
+    clip irregularly. The defaults (``BURSTS``, ``BURST_LENGTH``) draw the documented dataset's schedules.
     """
+    bursts = _inclusive_range(bursts, "bursts")
+    burst_length = _inclusive_range(burst_length, "burst_length")
     types = np.empty(frames, dtype=np.int64)
     t = 0
     while t < frames:
@@ -82,10 +98,10 @@ def frame_schedule(rng: np.random.Generator, frames: int) -> np.ndarray:
         run = int(rng.integers(RUN_LENGTH[0], RUN_LENGTH[1] + 1))
         types[t:t + run] = kind
         t += run
-    bursts = int(rng.integers(BURSTS[0], BURSTS[1] + 1))
-    edges = (np.arange(bursts + 1) * frames) // bursts
+    count = int(rng.integers(bursts[0], bursts[1] + 1))
+    edges = (np.arange(count + 1) * frames) // count
     for low, high in zip(edges[:-1], edges[1:]):
-        length = min(int(rng.integers(BURST_LENGTH[0], BURST_LENGTH[1] + 1)), int(high - low))
+        length = min(int(rng.integers(burst_length[0], burst_length[1] + 1)), int(high - low))
         start = int(rng.integers(low, high - length + 1))
         types[start:start + length] = INFORMATIVE
     return types
@@ -126,16 +142,18 @@ def _square_alpha(x: float, y: float, side: float, height: int, width: int) -> n
     return cover_y[:, None] * cover_x[None, :]
 
 
-def render_clip(rng: np.random.Generator, label: int, frames: int = 40, height: int = 64,
-                width: int = 80) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render_clip(rng: np.random.Generator, label: int, frames: int = 40, height: int = 64, width: int = 80, *,
+                bursts: Sequence[int] = BURSTS, burst_length: Sequence[int] = BURST_LENGTH
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One clip of class ``label``: (uint8 frames ``[F, H, W, 3]``, frame types ``[F]``, disc centres ``[F, 2]``).
 
     The draws that do not depend on the class (schedule, background, colours, sizes, the distractor) come
     first and in a fixed order, so two clips from equal generators differ only in the drift direction.
+    ``bursts`` and ``burst_length``: the sparsity, see :func:`frame_schedule`.
     """
     if not 0 <= label < len(CLASS_NAMES):
         raise ValueError(f"label must be in [0, {len(CLASS_NAMES)}), got {label}")
-    types = frame_schedule(rng, frames)
+    types = frame_schedule(rng, frames, bursts, burst_length)
     background = _background(rng, height, width)
     disc_colour = rng.uniform(170, 255, size=3)
     square_colour = rng.uniform(100, 150, size=3)   # dimmer than the disc: a distractor, not a second disc
@@ -174,9 +192,9 @@ def _split_id(split: str) -> int:
 
 
 def _generate_clip(task: tuple) -> tuple[str, int, np.ndarray]:
-    out_dir, split, number, label, seed, frames, height, width, formats = task
+    out_dir, split, number, label, seed, frames, height, width, formats, bursts, burst_length = task
     rng = np.random.default_rng([seed, _split_id(split), number])
-    clip, types, _ = render_clip(rng, label, frames, height, width)
+    clip, types, _ = render_clip(rng, label, frames, height, width, bursts=bursts, burst_length=burst_length)
     video_id = f"{number:05d}"
     if "frames" in formats:
         _write_frames(os.path.join(out_dir, "frames", split, video_id), clip)
@@ -191,6 +209,8 @@ def _split_labels(seed: int, split: str, per_class: int) -> np.ndarray:
 
 
 def _readme(meta: dict, stats: dict) -> str:
+    bursts, length = meta.get("bursts", BURSTS), meta.get("burst_length", BURST_LENGTH)
+    spans = f"{bursts[0]}-{bursts[1]} short bursts of {length[0]}-{length[1]} informative frames"
     classes = "\n".join(f"  {i}  {name}" for i, name in enumerate(CLASS_NAMES))
     fractions = ", ".join(f"{name} {stats['fractions'][name]:.1%}" for name in FRAME_TYPES)
     return f"""Side4Video sparse toy dataset (generated by `python -m side4video.data.toy_sparse`)
@@ -202,7 +222,7 @@ Classes (labels.csv):
 {classes}
 
 A bright disc drifts slowly (wrapping around the edges) in the class direction, but it is visible only in
-4-5 short bursts of 3-5 informative frames; the other frames show a static square, the background alone, or
+{spans}; the other frames show a static square, the background alone, or
 black. Frame types over all clips: {fractions}.
 8 frames sampled TSN-style (segment middles) miss {stats['uniform_burst_miss']:.1%} of the informative bursts
 entirely (and catch fewer than 2 informative frames in {stats['uniform_miss']:.1%} of the clips).
@@ -243,8 +263,13 @@ def schedule_stats(types: Sequence[np.ndarray], num_segments: int = 8) -> dict:
 
 def generate_toy_sparse_dataset(out_dir: str, *, seed: int = 0, train_per_class: int = 200, val_per_class: int = 25,
                                 min_frames: int = 32, max_frames: int = 48, height: int = 64, width: int = 80,
-                                formats: Sequence[str] = ("frames",), workers: int | None = None) -> dict:
+                                formats: Sequence[str] = ("frames",), workers: int | None = None,
+                                bursts: Sequence[int] = BURSTS, burst_length: Sequence[int] = BURST_LENGTH) -> dict:
     """Write the sparse toy dataset to ``out_dir`` (skipped if already complete with these arguments).
+
+    ``bursts`` / ``burst_length`` (inclusive ranges, :func:`frame_schedule`) set the sparsity; they are recorded
+    in ``toy_sparse_meta.json`` only when they differ from the defaults, so the documented dataset (and its meta
+    file) stays byte-identical and is not generated again.
 
     Returns ``root``, ``frames_root``, ``train_frames_list``, ``val_frames_list`` (with the ``frames`` format),
     the video paths (with the ``videos`` format), ``frame_types``, ``label_list``, ``image_tmpl``, ``num_classes``,
@@ -256,11 +281,17 @@ def generate_toy_sparse_dataset(out_dir: str, *, seed: int = 0, train_per_class:
         raise ValueError(f"formats must be a subset of {FORMATS}, got {formats}")
     if "videos" in formats and (height % 2 or width % 2):
         raise ValueError("yuv420p video needs an even height and width")
-    minimum = 2 * BURSTS[1]
+    bursts = _inclusive_range(bursts, "bursts")
+    burst_length = _inclusive_range(burst_length, "burst_length")
+    minimum = 2 * bursts[1]
     if not minimum <= min_frames <= max_frames:
         raise ValueError(f"need {minimum} <= min_frames <= max_frames, got {min_frames}, {max_frames}")
     meta = dict(version=META_VERSION, seed=seed, train_per_class=train_per_class, val_per_class=val_per_class,
                 min_frames=min_frames, max_frames=max_frames, height=height, width=width, formats=list(formats))
+    if bursts != BURSTS:
+        meta["bursts"] = list(bursts)
+    if burst_length != BURST_LENGTH:
+        meta["burst_length"] = list(burst_length)
     paths = dict(root=out_dir, label_list=os.path.join(out_dir, "labels.csv"), image_tmpl=IMAGE_TMPL,
                  num_classes=len(CLASS_NAMES), class_names=list(CLASS_NAMES),
                  flip_pairs=[list(pair) for pair in FLIP_PAIRS], frame_types=os.path.join(out_dir, "frame_types"))
@@ -285,7 +316,8 @@ def generate_toy_sparse_dataset(out_dir: str, *, seed: int = 0, train_per_class:
     splits = {"train": _split_labels(seed, "train", train_per_class), "val": _split_labels(seed, "val", val_per_class)}
     lengths = {split: [clip_length(seed, split, n, min_frames, max_frames) for n in range(1, len(labels) + 1)]
                for split, labels in splits.items()}
-    tasks = [(out_dir, split, number, int(label), seed, lengths[split][number - 1], height, width, formats)
+    tasks = [(out_dir, split, number, int(label), seed, lengths[split][number - 1], height, width, formats, bursts,
+              burst_length)
              for split, labels in splits.items() for number, label in enumerate(labels, start=1)]
     results = run_tasks(_generate_clip, tasks, workers)
     schedules = {(split, number): types for split, number, types in results}
@@ -304,6 +336,19 @@ def generate_toy_sparse_dataset(out_dir: str, *, seed: int = 0, train_per_class:
     return dict(paths, stats=stats, generated=True)
 
 
+def _range_argument(text: str) -> tuple[int, int]:
+    """``LO,HI`` (or a single ``N`` for ``N,N``) → an inclusive range of positive integers."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (integers), got {text!r}") from None
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or not 1 <= values[0] <= values[1]:
+        raise argparse.ArgumentTypeError(f"expected LO,HI with 1 <= LO <= HI, got {text!r}")
+    return values[0], values[1]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -317,6 +362,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=80)
     parser.add_argument("--formats", default="frames", help="comma-separated subset of frames,videos")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: CPU count, at most 8)")
+    parser.add_argument("--bursts", type=_range_argument, default=BURSTS, metavar="LO,HI",
+                        help="informative bursts per clip, inclusive (default: %(default)s)")
+    parser.add_argument("--burst_length", type=_range_argument, default=BURST_LENGTH, metavar="LO,HI",
+                        help="frames per informative burst, inclusive (default: %(default)s)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     weights = make_tiny_backbone(TINY_CLIP_CONFIG, Path(args.out) / "tiny_clip.safetensors")
@@ -324,7 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = generate_toy_sparse_dataset(
         args.out, seed=args.seed, train_per_class=args.train_per_class, val_per_class=args.val_per_class,
         min_frames=args.min_frames, max_frames=args.max_frames, height=args.height, width=args.width,
-        formats=[f.strip() for f in args.formats.split(",") if f.strip()], workers=args.workers)
+        formats=[f.strip() for f in args.formats.split(",") if f.strip()], workers=args.workers,
+        bursts=args.bursts, burst_length=args.burst_length)
     state = f"generated in {time.perf_counter() - start:.1f} s" if info["generated"] else "already complete, kept"
     classes = info["num_classes"]
     print(f"sparse toy dataset at {args.out} ({state}): {classes} classes, {args.train_per_class * classes} train / "

@@ -14,9 +14,26 @@ from tqdm import tqdm
 LOGGER_NAME = "side4video"
 
 
-def setup_logging(output_dir: Path | None, is_main: bool, filename: str = "train.log") -> logging.Logger:
-    """Console + ``output_dir/filename`` on the main process; warnings only elsewhere."""
+class _EarlyRecords(logging.Handler):
+    """Keeps the records logged before the output folder exists, for the log file opened later."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def setup_logging(output_dir: Path | None, is_main: bool, filename: str = "train.log", *,
+                  keep_for_file: bool = False) -> logging.Logger:
+    """Console + ``output_dir/filename`` on the main process; warnings only elsewhere.
+
+    ``keep_for_file`` (with no ``output_dir``): remember what is logged until the next call opens the log file and
+    write it there first; for work done before the output folder may be created (loading a checkpoint that may be
+    refused), whose lines belong in the log all the same."""
     logger = logging.getLogger(LOGGER_NAME)
+    early = [record for handler in logger.handlers if isinstance(handler, _EarlyRecords) for record in handler.records]
     logger.handlers.clear()
     logger.propagate = False
     logger.setLevel(logging.INFO if is_main else logging.WARNING)
@@ -28,7 +45,11 @@ def setup_logging(output_dir: Path | None, is_main: bool, filename: str = "train
         output_dir.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(output_dir / filename)
         handler.setFormatter(formatter)
+        for record in early:
+            handler.handle(record)
         logger.addHandler(handler)
+    elif keep_for_file:
+        logger.addHandler(_EarlyRecords())
     # DeepSpeed is chatty at INFO; our own lines say what matters.
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     return logger

@@ -91,7 +91,7 @@ def run_test(cfg, weights: str | Path, *, test_crops: int | None = None, test_cl
                                                            data=data_key(cfg.data, trained_data))
     backbone = backbone_from_config(cfg, dist.device)
     model = model_from_config(cfg, backbone)
-    log = setup_logging(None, dist.is_main)
+    log = setup_logging(None, dist.is_main, keep_for_file=True)   # the conversion's lines go into test.log too
     checkpoint = load_trainable_weights(model, weights, backbone, cfg, allow_other_weights=allow_other_backbone,
                                         log=log)
     log = setup_logging(out_dir, dist.is_main, "test.log")

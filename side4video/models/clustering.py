@@ -35,6 +35,7 @@ from .inputs import SideInputs
 
 METHODS = ("cumulative", "slope")
 FEATURES = ("patch", "cls", "tokens")
+DISTANCES = ("hamming", "l2")
 
 
 # -- pure clustering functions ------------------------------------------------------------------------------
@@ -73,6 +74,18 @@ def hamming_distances(bits):
         return np.zeros(0, dtype=np.float64)
     return (bits[1:] != bits[:-1]).mean(1, dtype=np.float64)
 
+
+
+def l2_distances(features):
+    """Euclidean distance between neighbouring frames' features: ``d_j = ||a_{j+1} - a_j||``.
+
+    ``features [F, D]`` (torch or numpy) → ``d [F-1]`` (float32 torch / float64 numpy).
+    """
+    if isinstance(features, torch.Tensor):
+        x = features.float()
+        return (x[1:] - x[:-1]).norm(dim=1)
+    x = np.asarray(features, dtype=np.float64)
+    return np.linalg.norm(x[1:] - x[:-1], axis=1)
 
 def _check(d, clusters: int) -> tuple[np.ndarray, int]:
     d = np.asarray(d, dtype=np.float64).reshape(-1)
@@ -212,6 +225,10 @@ class ClusterAssembler:
         feature_layer: 0-based backbone layer (negative: from the end) whose tokens are binarised.
         feature: which tokens of that layer: ``patch`` (all patch tokens, flattened), ``cls`` (the class
             token) or ``tokens`` (both).
+        distance: ``hamming`` (the paper's: bits of the mean-centred features, fraction of differing bits) or
+            ``l2`` (Euclidean distance of the features themselves). Binarising spreads the change budget almost
+            evenly over a clip whose informative frames are a small minority (the sparse-toy sweep in
+            BENCHMARKS.md); ``l2`` keeps the magnitude of a change, so short bursts take a larger share.
         chunk: frames per backbone call.
         max_frames, stride: the full-video sampling the data pipeline should use
             (:func:`side4video.data.full_video.full_video_indices`); the assembler itself clusters whatever
@@ -231,13 +248,14 @@ class ClusterAssembler:
     def __init__(self, clusters: Annotated[int, Range(1)] = 8, method: Literal["cumulative", "slope"] = "cumulative",
                  feature_layer: int = 0, feature: Literal["patch", "cls", "tokens"] = "patch",
                  chunk: Annotated[int, Range(1)] = 64, max_frames: Annotated[int, Range(1)] = 512,
-                 stride: Annotated[int, Range(1)] | None = None):
+                 stride: Annotated[int, Range(1)] | None = None, distance: Literal["hamming", "l2"] = "hamming"):
         self.check_arguments(dict(clusters=clusters, method=method, feature=feature, chunk=chunk,
-                                  max_frames=max_frames, stride=stride))
+                                  max_frames=max_frames, stride=stride, distance=distance))
         self.clusters = clusters
         self.method = method
         self.feature_layer = int(feature_layer)
         self.feature = feature
+        self.distance = distance
         self.chunk = chunk
         self.max_frames = max_frames
         self.stride = stride
@@ -255,6 +273,9 @@ class ClusterAssembler:
         if arguments.get("feature", FEATURES[0]) not in FEATURES:
             raise ConfigError(f"clip assembler 'cluster': feature must be one of {', '.join(FEATURES)}, got "
                               f"{arguments['feature']!r}")
+        if arguments.get("distance", DISTANCES[0]) not in DISTANCES:
+            raise ConfigError(f"clip assembler 'cluster': distance must be one of {', '.join(DISTANCES)}, got "
+                              f"{arguments['distance']!r}")
         for key in ("chunk", "max_frames"):
             value = arguments.get(key, 1)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -287,7 +308,8 @@ class ClusterAssembler:
 
     def spec(self) -> dict:
         return dict(type=self.name, clusters=self.clusters, method=self.method, feature_layer=self.feature_layer,
-                    feature=self.feature, chunk=self.chunk, max_frames=self.max_frames, stride=self.stride)
+                    feature=self.feature, chunk=self.chunk, max_frames=self.max_frames, stride=self.stride,
+                    distance=self.distance)
 
     def state_dict(self) -> dict:
         return {}  # nothing trainable
@@ -338,23 +360,25 @@ class ClusterAssembler:
             sums.index_add_(0, video[start:end].to(feats.device), feats)
             cached = feats if len(chunks) == 1 else None
         means = sums / lengths.to(sums.device, torch.float32)[:, None]
-        # pass 2: streamed Hamming distances between neighbouring valid frames of the same video
+        # pass 2: streamed distances between neighbouring valid frames of the same video (only the previous
+        # frame's code is kept between chunks)
         distances, owners = [], []
-        prev_bits, prev_video = None, None
+        prev_code, prev_video = None, None
         for start, end in chunks:
             feats = cached if cached is not None else \
                 self._features(backbone, flat[rows[start:end].to(device)], layer)
             vids = video[start:end].to(feats.device)
-            bits = feats > means[vids]
-            if prev_bits is not None:
-                bits_all, vids_all = torch.cat([prev_bits, bits]), torch.cat([prev_video, vids])
+            code = feats > means[vids] if self.distance == "hamming" else feats
+            if prev_code is not None:
+                code_all, vids_all = torch.cat([prev_code, code]), torch.cat([prev_video, vids])
             else:
-                bits_all, vids_all = bits, vids
+                code_all, vids_all = code, vids
             same = vids_all[1:] == vids_all[:-1]
-            distances.append(hamming_distances(bits_all)[same].cpu())
+            steps = hamming_distances(code_all) if self.distance == "hamming" else l2_distances(code_all)
+            distances.append(steps[same].cpu())
             owners.append(vids_all[1:][same].cpu())
-            prev_bits, prev_video = bits[-1:], vids[-1:]
-            del feats, bits, bits_all
+            prev_code, prev_video = code[-1:], vids[-1:]
+            del feats, code, code_all
         distances = torch.cat(distances).double().numpy()
         owners = torch.cat(owners).numpy()
         bounds = [cluster_frames(distances[owners == b], self.clusters, self.method) for b in range(batch)]
@@ -427,5 +451,6 @@ class ClusterAssembler:
                           None if emb_sum is None else mean(emb_sum).to(dtypes["embedding"]), clusters)
 
 
-__all__ = ["METHODS", "binarise", "hamming_distances", "slope_clusters", "cumulative_clusters", "cluster_frames",
+__all__ = ["METHODS", "DISTANCES", "binarise", "hamming_distances", "l2_distances", "slope_clusters",
+           "cumulative_clusters", "cluster_frames",
            "short_video_bounds", "bounds_from_cuts", "assignment", "ClusterAssembler"]
