@@ -128,10 +128,14 @@ def _object_alpha(shape: np.ndarray, x: float, y: float, angle: float, size: flo
 
 
 def render_clip(rng: np.random.Generator, label: int, frames: int = 24, height: int = 64,
-                width: int = 80) -> tuple[np.ndarray, np.ndarray]:
-    """One video of class ``label``: (uint8 frames ``[F, H, W, 3]``, object coverage ``[F, H, W]``)."""
+                width: int = 80, *, colour: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One video of class ``label``: (uint8 frames ``[F, H, W, 3]``, object coverage ``[F, H, W]``).
+
+    ``colour``: the object's RGB (the retrieval toy names it in the caption); None draws a bright one. The draw
+    happens either way, so the rest of the clip is the same for the same generator."""
     background, base = _background(rng, height, width)
-    colour = _object_colour(rng, base)
+    drawn = _object_colour(rng, base)
+    colour = drawn if colour is None else np.asarray(colour, dtype=np.float64)
     shape = F_SHAPE * (-1, 1) if rng.random() < 0.5 else F_SHAPE  # mirrored in half of the videos
     path = sample_trajectory(rng, label, frames, height, width)
     alphas = np.stack([_object_alpha(shape, path["x"][i], path["y"][i], path["angle"][i], path["size"][i],
