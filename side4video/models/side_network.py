@@ -207,14 +207,19 @@ class SideBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: BlockContext, pos: torch.Tensor,
                 history: TemporalHistory | None = None) -> torch.Tensor:
-        """x ``[B*T, N, D]`` patch stream; ``ctx.cls`` ``[B*T, 1, D]`` projected backbone cls; pos ``[N, D]``;
+        """x ``[B*T, N, D]`` patch stream; ``ctx.cls`` ``[B*T, 1, D]`` projected backbone cls; pos ``[N, D]``, or
+        ``[1+N, D]`` whose first row goes to the shifted class token (the retrieval variant, ``cls_pos_embed``);
         ``history``: this block's remembered past frames when streaming."""
         x = self._run_slot("pre_attn", x, ctx, history)
         if self.causal:
             shifted = shift_cls_causally(ctx.cls, ctx.num_frames, history)
         else:
             shifted = shift_cls_in_time(ctx.cls, ctx.num_frames)
-        tokens = torch.cat([shifted, x + pos.to(x.dtype)], dim=1)
+        pos = pos.to(x.dtype)
+        if pos.shape[0] == x.shape[1] + 1:
+            # retrieval: the class token gets its position row after the shift (a shift would zero it at the ends)
+            shifted, pos = shifted + pos[:1], pos[1:]
+        tokens = torch.cat([shifted, x + pos], dim=1)
         if self.post_norm:
             x = x + self.drop_path(self.attn_norm(self.attn(tokens)))
         else:
@@ -274,6 +279,10 @@ class SideNetwork(nn.Module):
     ``forward(inputs: SideInputs)`` reads the raw frames ``[B, T, 3, H, W]`` and the frozen backbone's tokens of
     the layers in :attr:`backbone_layers`, and returns logits ``[B, num_classes]``. It knows nothing of
     open_clip or timm.
+
+    ``cls_pos_embed=True`` is the retrieval side block (Side4Video's ``Retrieval/`` code): its position embedding
+    has ``1+N`` rows and the first is added to the shifted class token before the attention (recognition: ``N``
+    rows, patches only). The attention outputs of the patches are the same either way, queries being patches.
     """
 
     needs_embedding = False
@@ -283,7 +292,7 @@ class SideNetwork(nn.Module):
                  head_norm: bool | None = None, fusion_weight: float = 0.5, temporal_module: str | None = "conv",
                  side_modules: Sequence[Mapping[str, Any]] = (), mlp_ratio: float = 4.0, num_heads: int | None = None,
                  drop_fc: float = 0.0, drop_path: float = 0.0, grad_checkpointing: bool = False,
-                 recompute: bool = True, sync_bn: bool = False, causal: bool = False):
+                 recompute: bool = True, sync_bn: bool = False, causal: bool = False, cls_pos_embed: bool = False):
         super().__init__()
         eva = backbone.family == "eva"
         specs = default_module_specs(temporal_module, side_modules)
@@ -321,7 +330,8 @@ class SideNetwork(nn.Module):
             blocks.append(SideBlock(side_dim, num_heads, mlp_ratio=mlp_ratio, norm=norm, drop_path=rate,
                                     sync_bn=sync_bn, recompute=recompute, modules=modules, causal=causal))
         self.blocks = nn.ModuleList(blocks)
-        self.pos_embed = nn.Parameter(torch.zeros(backbone.num_patches, side_dim))
+        # the retrieval variant (cls_pos_embed) has one more row, for the class token in the side attention
+        self.pos_embed = nn.Parameter(torch.zeros(backbone.num_patches + int(cls_pos_embed), side_dim))
         self.head_norm = TokenBatchNorm(side_dim, sync=sync_bn) if head_norm else None
         self.dropout = nn.Dropout(drop_fc)
         self.fc = nn.Linear(side_dim, num_classes)

@@ -1,0 +1,170 @@
+"""``RetrievalModel``: Side4Video's text–video retrieval model (frozen CLIP towers, a side network, a temperature).
+
+    frames [B, T, 3, H, W] ─► frozen image tower (per frame, taps of every side layer + the last layer's class token)
+                           ─► RetrievalSideNetwork ─► per-frame class-token residuals [B, T, W]
+                           ─► the tower's own LN + projection ─► frame embeddings [B, T, D]
+    captions ─► tokenize (SOT + max_words-2 BPE tokens + EOT) ─► text tower ─► sentence [N, D], words [N, 77, D]
+
+What trains: the side network (with its zero-initialised ``side_proj``) and the logit scale; the text tower too if
+it is built ``trainable`` (the reference's setting, at 1e-3 × the learning rate). Frozen towers are held outside the
+module tree (:class:`FrozenTowers`), so they never appear in ``parameters()``, ``state_dict()`` or an optimizer;
+:meth:`RetrievalModel.to` moves them along (keeping their own precision).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..backbones import create_backbone
+from ..backbones.frozen import FrozenEncoder
+from ..models.inputs import SideInputs
+from .head import ClassTokenHead, RetrievalSideNetwork
+from .text import FrozenTextTower, create_text_tower
+
+__all__ = ["CLIP_INIT_LOGIT_SCALE", "MAX_LOGIT_SCALE", "FrozenTowers", "RetrievalModel", "create_retrieval_model"]
+
+CLIP_INIT_LOGIT_SCALE = math.log(1 / 0.07)   # CLIP's initial temperature, ln(1/0.07)
+MAX_LOGIT_SCALE = math.log(100)              # the reference clamps the learned scale at ln 100
+
+
+@dataclass
+class FrozenTowers:
+    """Frozen modules the retrieval model uses but does not own (a plain holder: not registered as submodules)."""
+    image: FrozenEncoder
+    text: FrozenTextTower | None = None
+
+
+class RetrievalModel(nn.Module):
+    """Side4Video's retrieval model: frozen image tower + retrieval side network, text tower, logit scale.
+
+    Args:
+        backbone: the frozen image encoder (``create_backbone``); it must embed its class token (CLIP ViTs do).
+        text_tower: the text tower (:func:`~side4video.retrieval.text.create_text_tower`), frozen or trainable.
+        side: the side network; by default ``RetrievalSideNetwork(backbone.info, **side_options)``.
+        logit_scale_init: the learned log-temperature's start (CLIP's ln(1/0.07) by default), or ``"pretrained"``
+            for the weight file's own (OpenAI: ln 100, which the reference inherits).
+        max_words: default caption length for :meth:`tokenize` (the reference: 32).
+        side_options: keyword arguments of :class:`RetrievalSideNetwork` (e.g. ``side_dim=320``).
+    """
+
+    def __init__(self, backbone: FrozenEncoder, text_tower: FrozenTextTower, side: RetrievalSideNetwork | None = None,
+                 *, logit_scale_init: float | str = CLIP_INIT_LOGIT_SCALE, max_words: int = 32,
+                 **side_options: Any):
+        super().__init__()
+        if side is not None and side_options:
+            raise ValueError(f"side options {sorted(side_options)} given with a ready side network")
+        self.side = side if side is not None else RetrievalSideNetwork(backbone.info, **side_options)
+        self.image_head = ClassTokenHead(backbone)
+        self.frozen = FrozenTowers(backbone, None if text_tower.trainable else text_tower)
+        # a trainable text tower is a registered submodule: it trains and is saved with the model
+        self.text = text_tower if text_tower.trainable else None
+        if logit_scale_init == "pretrained":
+            if text_tower.pretrained_logit_scale is None:
+                raise ValueError("logit_scale_init='pretrained' but the weight file has no logit scale")
+            logit_scale_init = text_tower.pretrained_logit_scale
+        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale_init)))
+        self.max_words = max_words
+        last = backbone.info.num_layers - 1
+        # the side layers, and the last layer whose class token the side output is added to
+        self.tap_layers = sorted({*self.side.backbone_layers, last})
+
+    # -- parts --------------------------------------------------------------------------------------------
+    @property
+    def backbone(self) -> FrozenEncoder:
+        return self.frozen.image
+
+    @property
+    def text_tower(self) -> FrozenTextTower:
+        return self.text if self.text is not None else self.frozen.text
+
+    @property
+    def embed_dim(self) -> int:
+        return self.backbone.info.embed_dim
+
+    def scale(self) -> torch.Tensor:
+        """``exp(logit_scale)``, the learned inverse temperature, clamped at 100 as the reference (no gradient
+        pushes it further once it is there)."""
+        return self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+
+    def to(self, *args: Any, **kwargs: Any) -> "RetrievalModel":
+        """``nn.Module.to`` for the trainable parts; the frozen towers follow to the same device only."""
+        super().to(*args, **kwargs)
+        device = self.logit_scale.device
+        self.frozen.image.to(device)
+        if self.frozen.text is not None:
+            self.frozen.text.to(device)
+        return self
+
+    # -- video --------------------------------------------------------------------------------------------
+    def video_inputs(self, frames: torch.Tensor) -> tuple[SideInputs, torch.Tensor]:
+        """Run the frozen image tower once: the side network's inputs and the last layer's class tokens
+        ``[B, T, W]`` (backbone precision, no grad)."""
+        b, t = frames.shape[:2]
+        taps = self.backbone.tap(frames, layers=self.tap_layers, embedding=False)
+        picked = [taps.layers.index(layer) for layer in self.side.backbone_layers]
+        inputs = SideInputs(frames, [taps.cls_tokens[i] for i in picked], [taps.patch_tokens[i] for i in picked],
+                            list(self.side.backbone_layers), None, t)
+        return inputs, taps.cls_tokens[-1].reshape(b, t, -1)
+
+    def encode_video(self, frames: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Frames ``[B, T, 3, H, W]`` (normalised as CLIP expects) → frame embeddings ``[B, T, D]`` (fp32, not
+        L2-normalised).
+
+        ``frame_mask`` ``[B, T]`` (1/True: a real frame): the embeddings of padded frames are set to zero, so
+        nothing of a padding frame reaches a similarity head that ignores the mask. Padded frames still take part
+        in the side network's temporal modules and BatchNorm statistics, as in the reference.
+        """
+        if frames.dim() != 5:
+            raise ValueError(f"expected frames [B, T, 3, H, W], got {tuple(frames.shape)}")
+        inputs, cls_tokens = self.video_inputs(frames)
+        residual = self.side(inputs)                                               # [B, T, W]
+        embeddings = self.image_head(cls_tokens.to(residual.dtype) + residual)    # [B, T, D]
+        if frame_mask is not None:
+            if frame_mask.shape != frames.shape[:2]:
+                raise ValueError(f"frame_mask {tuple(frame_mask.shape)} does not match frames {tuple(frames.shape)}")
+            embeddings = embeddings * frame_mask.to(embeddings.dtype).unsqueeze(-1)
+        return embeddings
+
+    # -- text ---------------------------------------------------------------------------------------------
+    def tokenize(self, captions: str | Sequence[str], max_words: int | None = None) -> tuple[torch.Tensor,
+                                                                                            torch.Tensor]:
+        """Captions → ``(tokens [N, 77], mask [N, 77])`` (see :meth:`FrozenTextTower.tokenize`)."""
+        return self.text_tower.tokenize(captions, self.max_words if max_words is None else max_words)
+
+    def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``tokens [N, 77]`` → ``(sentence [N, D], words [N, 77, D])`` (see :meth:`FrozenTextTower.encode`)."""
+        return self.text_tower.encode(tokens, mask)
+
+    def forward(self, frames: torch.Tensor, tokens: torch.Tensor, frame_mask: torch.Tensor | None = None,
+                text_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Both towers at once: ``{'frames': [B, T, D], 'sentence': [N, D], 'words': [N, 77, D],
+        'logit_scale': exp(scale)}``; the similarity head and the loss are the task's."""
+        sentence, words = self.encode_text(tokens, text_mask)
+        return {"frames": self.encode_video(frames, frame_mask), "sentence": sentence, "words": words,
+                "logit_scale": self.scale()}
+
+
+def create_retrieval_model(arch: str | Path, pretrained: str | Path | bool | None = None, *,
+                           precision: str = "fp32", text_precision: str = "fp32", train_text: bool = False,
+                           quick_gelu: bool | None = None, pretrained_dir: str | Path | None = None,
+                           logit_scale_init: float | str = CLIP_INIT_LOGIT_SCALE, max_words: int = 32,
+                           device: str | torch.device | None = None, **side_options: Any) -> RetrievalModel:
+    """Both towers from one CLIP weight file (each through the backbone loader), and a new side network.
+
+    ``precision``/``text_precision``: the frozen towers' (a trainable text tower is fp32); ``train_text``: train
+    the text tower (the reference does, at 1e-3 × the learning rate; costs memory); ``side_options``: see
+    :class:`RetrievalSideNetwork`. The other arguments are ``create_backbone``'s.
+    """
+    backbone = create_backbone(arch, pretrained, precision=precision, quick_gelu=quick_gelu,
+                               pretrained_dir=pretrained_dir)
+    text = create_text_tower(arch, pretrained, precision="fp32" if train_text else text_precision,
+                             trainable=train_text, quick_gelu=quick_gelu, pretrained_dir=pretrained_dir)
+    model = RetrievalModel(backbone, text, logit_scale_init=logit_scale_init, max_words=max_words, **side_options)
+    if device is not None:
+        model.to(device)
+    return model
