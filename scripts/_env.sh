@@ -13,7 +13,7 @@ if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
     echo "[side4video] upgrading pip"
     python -m pip install --upgrade pip >"$LOG" 2>&1 || { tail -n 30 "$LOG" >&2; echo "error: pip upgrade failed (log: $LOG)" >&2; exit 1; }
     echo "[side4video] installing the project and its dependencies into .venv (first run only, a few minutes)"
-    python -m pip install --progress-bar off -e "$ROOT[dev,export]" >>"$LOG" 2>&1 || {
+    python -m pip install --progress-bar off -e "$ROOT[dev,export,shards]" >>"$LOG" 2>&1 || {
         grep -E "^(ERROR|error)|error:" "$LOG" | tail -n 20 >&2
         tail -n 15 "$LOG" >&2
         echo "error: pip install failed; the whole log is $LOG" >&2

@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-videos": ("side4video.tools.check_videos", "find unreadable videos and frame folders of a list"),
     "fuse": ("side4video.tools.fuse_scores", "fuse the scores of several test runs"),
     "convert": ("side4video.tools.convert_official", "convert an official Side4Video checkpoint"),
-    "prep": ("side4video.prep.cli", "dataset preparation: annotation lists, frame extraction"),
+    "prep": ("side4video.prep.cli", "dataset preparation: annotation lists, frame extraction, shards"),
     "baselines": ("side4video.tools.feature_baselines", "linear probes over extracted features"),
     "demo": ("side4video.tools.demo", "the CPU demo on the toy dataset"),
     "toy-data": ("side4video.data.toy", "write the toy temporal dataset"),

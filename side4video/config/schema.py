@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..data.dataset import DATA_FORMATS
 from ..data.decoders import VIDEO_BACKENDS
 from ..data.sampling import DENSE_WINDOWS, PROTOCOL_CHOICES
 from ..data.transforms import TEST_CROP_CHOICES, THREE_CROP_MODES, TRAIN_CROPS
@@ -109,6 +110,13 @@ SCHEMA: dict[str, Any] = {
         "val_root": Key("", "root that val_list paths are relative to", Path()),
         "val_list": Key("", "validation/test annotation list", Path()),
         "label_list": Key("", "CSV 'id,name' of class names", Path()),
+        "format": Key("files", "where clips come from: files (annotation lists and a file tree) or webdataset (tar "
+                               "shards written by 'side4video prep shards'; train_list/val_list are then brace-"
+                               "expanded shard paths or URLs, e.g. /data/shards/shard-{000000..000009}.tar)",
+                      Choice(lambda: ("files", *DATA_FORMATS.names()))),
+        "shard_shuffle": Key(256, "webdataset: shuffle buffer of each loader worker, in samples (0: shard order "
+                                  "only); it holds the encoded videos, so memory is about buffer x video size x "
+                                  "workers", _NON_NEGATIVE),
         "input_size": Key(224, "crop size fed to the network (a multiple of the backbone's patch size)", Int(min=8)),
         "scale_size": Key(None, "resize before cropping: short side int or [H, W]; default: the reference's rule "
                                 "((256, 320) for Something-Something, 256 otherwise, for a 224 input)",

@@ -1,7 +1,7 @@
 """Video data pipeline: annotation lists, decoding, frame sampling, clip augmentation and loaders.
 
-The toy dataset generator lives in ``side4video.data.toy`` (not imported here, so that
-``python -m side4video.data.toy`` runs cleanly).
+``data.format: webdataset`` streams clips from tar shards (``side4video.data.shards``). The toy dataset generator
+lives in ``side4video.data.toy`` (not imported here, so that ``python -m side4video.data.toy`` runs cleanly).
 """
 from .bad_samples import BadSampleTracker, TooManyUnreadableInputs
 from .dataset import VideoDataset, create_dataset, create_sampler
@@ -9,6 +9,7 @@ from .decoders import VideoReadError, open_reader
 from .lists import VideoRecord, format_record, read_annotation_list, read_label_names
 from .loader import ShardedEvalSampler, TrainSampler, collate_eval, collate_train, create_loader, loader_options
 from .sampling import PROTOCOLS, FrameSampler, is_something_something, resolve_protocol
+from .shards import ShardDataset  # registers data.format: webdataset (webdataset itself is imported on use)
 from .transforms import EvalViews, TrainAugmentation, default_scale_size, eval_crop_geometry, normalize_frames
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "EvalViews",
     "FrameSampler",
     "PROTOCOLS",
+    "ShardDataset",
     "ShardedEvalSampler",
     "TrainAugmentation",
     "TooManyUnreadableInputs",

@@ -14,15 +14,16 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError, InputNotFoundError
+from ..registry import Registry
 from .bad_samples import TooManyUnreadableInputs
-from .decoders import VIDEO_BACKENDS, VideoReadError, open_reader
+from .decoders import VIDEO_BACKENDS, ClipReader, VideoReadError, open_reader
 from .lists import VideoRecord, read_annotation_list, read_label_names
 from .sampling import FrameSampler, resolve_protocol
 from .transforms import (
@@ -38,6 +39,11 @@ from .transforms import (
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+
+# data.format -> the stream class of that format (an IterableDataset built on ClipMaker), registered by its own module
+# (side4video.data.shards registers "webdataset"; the package's __init__ imports it): the stream builds on this
+# module, so this module cannot import it. "files" (the annotation list and a file tree) is VideoDataset, not listed.
+DATA_FORMATS: Registry = Registry("data format")
 
 
 class _BadInputLog:
@@ -56,25 +62,19 @@ class _BadInputLog:
 _bad_input_log = _BadInputLog()
 
 
-class VideoDataset(Dataset):
-    """Clips sampled from annotated videos.
+class ClipMaker:
+    """What turns one annotated video into a sample: frame sampling, decoding, augmentation, labels; shared by the
+    file-tree dataset (:class:`VideoDataset`) and the shard stream (``side4video.data.shards``), so that both give
+    the same clips for the same video, index and epoch.
 
-    ``ds[i]`` is a dict:
-
-    * ``frames``: uint8 ``[V, n, 3, S, S]`` with n frames per clip (``T * seg_length``; T for dense
-      sampling) and V views: ``num_sample`` augmentations of the same frames (train) or
-      ``num_clips * num_crops`` deterministic views, clip-major (``view = clip * num_crops + crop``);
-    * ``label``: int64 ``[V]``, per view (a flipped view of a left/right class carries the mirrored class);
-    * ``index``: i (also when an unreadable training video was replaced); ``video_id``: the listed path
-      of the video actually used; ``valid``: False for an unreadable evaluation video;
-      ``errors``: ``(path, reason)`` of every failed read behind this sample.
+    A subclass says where a record's frames come from (:meth:`_open`); :meth:`train_clip` and :meth:`eval_clip` also
+    take the opener as an argument (the stream opens in-memory samples).
     """
 
-    def __init__(self, records: Sequence[VideoRecord], root: str, *, split: str, sampler: FrameSampler,
-                 transform: TrainAugmentation | EvalViews, class_names: Sequence[str],
-                 image_tmpl: str = "img_{:05d}.jpg", video_backend: str = "decord", num_sample: int = 1,
-                 num_clips: int = 1, flip_pairs: Sequence[Sequence[int]] = (), max_retries: int = 10,
-                 seed: int = 0):
+    def __init__(self, *, split: str, sampler: FrameSampler, transform: TrainAugmentation | EvalViews,
+                 class_names: Sequence[str], image_tmpl: str = "img_{:05d}.jpg", video_backend: str = "decord",
+                 num_sample: int = 1, num_clips: int = 1, flip_pairs: Sequence[Sequence[int]] = (),
+                 max_retries: int = 10, seed: int = 0):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if (split == "train") != isinstance(transform, TrainAugmentation):
@@ -83,10 +83,6 @@ class VideoDataset(Dataset):
             raise ValueError(f"data.video_backend must be one of {VIDEO_BACKENDS}, got {video_backend!r}")
         if seed < 0:
             raise ValueError(f"seed must be non-negative, got {seed}")
-        if not records:
-            raise ValueError("VideoDataset needs at least one record")
-        self.records = list(records)
-        self.root = root
         self.split = split
         self.sampler = sampler
         self.transform = transform
@@ -116,11 +112,9 @@ class VideoDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self._epoch.fill_(epoch)
 
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self._train_item(index) if self.training else self._eval_item(index)
+    def _open(self, record: VideoRecord) -> ClipReader:
+        """The reader of one record's frames."""
+        raise NotImplementedError
 
     def _rng(self, index: int, retry: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, index, retry])
@@ -128,46 +122,44 @@ class VideoDataset(Dataset):
     def _labels(self, label: int, flipped: Sequence[bool]) -> torch.Tensor:
         return torch.tensor([self.flip_label.get(label, label) if f else label for f in flipped], dtype=torch.int64)
 
-    def _train_item(self, index: int) -> dict[str, Any]:
+    def train_clip(self, index: int, record: VideoRecord,
+                   replacement: Callable[[np.random.Generator], VideoRecord | None],
+                   open_clip: Callable[[VideoRecord], ClipReader] | None = None) -> dict[str, Any]:
+        """The training sample ``index`` (whose draws come from ``(seed, epoch, index, retry)``) from ``record``;
+        when it is unreadable, ``replacement(rng)`` names another video (drawn from the retry's generator; None:
+        there is none) until ``data.max_retries`` replacements have failed."""
+        open_clip = open_clip or self._open
         errors: list[tuple[str, str]] = []
-        tried = [index]
+        current: VideoRecord | None = record
         for retry in range(self.max_retries + 1):
             rng = self._rng(index, retry)
             if retry > 0:
-                tried.append(self._replacement(rng, tried))
-            record = self.records[tried[-1]]
+                current = replacement(rng)
+                if current is None:
+                    break
             try:
-                with open_reader(record, self.root, image_tmpl=self.image_tmpl,
-                                 video_backend=self.video_backend) as reader:
+                with open_clip(current) as reader:
                     frames = reader.read(self.sampler.train(reader.num_frames, rng))
             except VideoReadError as error:
                 errors.append((error.path, error.reason))
                 _bad_input_log.warn(error.path, error.reason, "replaced by another training video")
                 continue
             views, flipped = zip(*(self.transform(frames, rng) for _ in range(self.num_sample)))
-            return dict(frames=torch.stack(views), label=self._labels(record.label, flipped), index=index,
-                        video_id=record.path, valid=True, errors=errors)
+            return dict(frames=torch.stack(views), label=self._labels(current.label, flipped), index=index,
+                        video_id=current.path, valid=True, errors=errors)
         listing = "; ".join(f"{path}: {reason}" for path, reason in errors)
-        record = self.records[index]
         raise TooManyUnreadableInputs(
             f"training sample {index} (list line {record.line}, {record.path}): the video and {self.max_retries} "
             f"replacements are all unreadable (data.max_retries={self.max_retries}): {listing}")
 
-    def _replacement(self, rng: np.random.Generator, tried: Sequence[int]) -> int:
-        """A different video, drawn from the sample's own generator; avoids videos already tried."""
-        candidate = int(rng.integers(len(self.records)))
-        for _ in range(16):
-            if candidate not in tried or len(tried) >= len(self.records):
-                break
-            candidate = int(rng.integers(len(self.records)))
-        return candidate
-
-    def _eval_item(self, index: int) -> dict[str, Any]:
-        record = self.records[index]
+    def eval_clip(self, index: int, record: VideoRecord,
+                  open_clip: Callable[[VideoRecord], ClipReader] | None = None) -> dict[str, Any]:
+        """The evaluation sample ``index`` from ``record``: deterministic views, or ``valid=False`` and zero frames
+        when the video is unreadable."""
+        open_clip = open_clip or self._open
         size = self.transform.input_size
         try:
-            with open_reader(record, self.root, image_tmpl=self.image_tmpl,
-                             video_backend=self.video_backend) as reader:
+            with open_clip(record) as reader:
                 if self.split == "val":  # the validation rule (the same indices as one test clip)
                     indices = self.sampler.validation(reader.num_frames)[None]  # [1, n]
                 else:
@@ -201,6 +193,64 @@ class VideoDataset(Dataset):
         for source, target in self.flip_label.items():
             permutation[source] = target
         return permutation
+
+
+class VideoDataset(ClipMaker, Dataset):
+    """Clips sampled from annotated videos.
+
+    ``ds[i]`` is a dict:
+
+    * ``frames``: uint8 ``[V, n, 3, S, S]`` with n frames per clip (``T * seg_length``; T for dense
+      sampling) and V views: ``num_sample`` augmentations of the same frames (train) or
+      ``num_clips * num_crops`` deterministic views, clip-major (``view = clip * num_crops + crop``);
+    * ``label``: int64 ``[V]``, per view (a flipped view of a left/right class carries the mirrored class);
+    * ``index``: i (also when an unreadable training video was replaced); ``video_id``: the listed path
+      of the video actually used; ``valid``: False for an unreadable evaluation video;
+      ``errors``: ``(path, reason)`` of every failed read behind this sample.
+    """
+
+    def __init__(self, records: Sequence[VideoRecord], root: str, *, split: str, sampler: FrameSampler,
+                 transform: TrainAugmentation | EvalViews, class_names: Sequence[str],
+                 image_tmpl: str = "img_{:05d}.jpg", video_backend: str = "decord", num_sample: int = 1,
+                 num_clips: int = 1, flip_pairs: Sequence[Sequence[int]] = (), max_retries: int = 10,
+                 seed: int = 0):
+        super().__init__(split=split, sampler=sampler, transform=transform, class_names=class_names,
+                         image_tmpl=image_tmpl, video_backend=video_backend, num_sample=num_sample,
+                         num_clips=num_clips, flip_pairs=flip_pairs, max_retries=max_retries, seed=seed)
+        if not records:
+            raise ValueError("VideoDataset needs at least one record")
+        self.records = list(records)
+        self.root = root
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self._train_item(index) if self.training else self._eval_item(index)
+
+    def _open(self, record: VideoRecord) -> ClipReader:
+        return open_reader(record, self.root, image_tmpl=self.image_tmpl, video_backend=self.video_backend)
+
+    def _train_item(self, index: int) -> dict[str, Any]:
+        tried = [index]
+
+        def replacement(rng: np.random.Generator) -> VideoRecord:
+            tried.append(self._replacement(rng, tried))
+            return self.records[tried[-1]]
+
+        return self.train_clip(index, self.records[index], replacement)
+
+    def _replacement(self, rng: np.random.Generator, tried: Sequence[int]) -> int:
+        """A different video, drawn from the sample's own generator; avoids videos already tried."""
+        candidate = int(rng.integers(len(self.records)))
+        for _ in range(16):
+            if candidate not in tried or len(tried) >= len(self.records):
+                break
+            candidate = int(rng.integers(len(self.records)))
+        return candidate
+
+    def _eval_item(self, index: int) -> dict[str, Any]:
+        return self.eval_clip(index, self.records[index])
 
 
 def _flip_label_map(flip_pairs: Sequence[Sequence[int]], num_classes: int) -> dict[int, int]:
@@ -253,7 +303,7 @@ def create_sampler(data_cfg: Any, *, dense: bool | None = None) -> FrameSampler:
 
 def create_dataset(data_cfg: Any, split: str, *, test_crops: int | None = None, test_clips: int | None = None,
                   dense: bool | None = None, seed: int = 0, records: Sequence[VideoRecord] | None = None,
-                  root: str | None = None, sampler=None) -> VideoDataset:
+                  root: str | None = None, sampler=None) -> VideoDataset | Any:
     """The dataset of ``split`` ('train', 'val' or 'test') described by the validated section ``cfg.data``.
 
     ``data_cfg`` is ``load_config(...).data`` or ``side4video.config.config_section('data', {...})``: every key
@@ -264,6 +314,10 @@ def create_dataset(data_cfg: Any, split: str, *, test_crops: int | None = None, 
     replaces the config's frame sampler (a clip assembler's, e.g. whole videos for full-video clustering).
     Automatic keys: ``sampling_protocol: auto``,
     ``scale_size``, ``grayscale`` and ``flip_pairs`` left at None follow the reference's rule for the dataset.
+
+    ``data.format`` other than ``files`` (``webdataset``): the split's list is a shard URL pattern and the result
+    is that format's stream (an ``IterableDataset`` from ``DATA_FORMATS``, e.g. ``side4video.data.shards``) with
+    the same sampling, decoding and augmentation; ``records`` always means files.
 
     Raises InputNotFoundError for a missing list, root or label file; DataError, naming the file and line,
     for malformed lists, labels outside the classes, a label file that disagrees with ``data.num_classes`` or
@@ -277,9 +331,11 @@ def create_dataset(data_cfg: Any, split: str, *, test_crops: int | None = None, 
     prefix = "train" if split == "train" else "val"
     list_file = cfg[f"{prefix}_list"]
     root = cfg[f"{prefix}_root"] if root is None else root
+    # a section built before data.format existed (a hand-made mapping) reads files, as it always did
+    stream = records is None and cfg.get("format", "files") != "files"
     if not list_file and records is None:
         raise ConfigError(f"data.{prefix}_list is not set (needed for the {split} split)")
-    if root and not os.path.isdir(root):
+    if root and not stream and not os.path.isdir(root):
         raise InputNotFoundError(f"data.{prefix}_root directory not found: {root}")
 
     num_classes = cfg.num_classes
@@ -290,7 +346,7 @@ def create_dataset(data_cfg: Any, split: str, *, test_crops: int | None = None, 
                             f"but data.num_classes is {num_classes}")
     else:
         class_names = [str(i) for i in range(num_classes)]
-    if records is None:
+    if records is None and not stream:
         records = read_annotation_list(list_file, num_classes=num_classes)
 
     flip_pairs = resolve_flip_pairs(cfg.flip_pairs, cfg.dataset)
@@ -323,6 +379,10 @@ def create_dataset(data_cfg: Any, split: str, *, test_crops: int | None = None, 
                               f"{most} temporal clip per video, got test_clips {num_clips}: use --test_clips {most} "
                               "(crops still apply)")
 
-    return VideoDataset(records, root, split=split, sampler=sampler, transform=transform, class_names=class_names,
-                        image_tmpl=cfg.image_tmpl, video_backend=cfg.video_backend, num_sample=cfg.num_sample,
-                        num_clips=num_clips, flip_pairs=flip_pairs, max_retries=cfg.max_retries, seed=seed)
+    clips = dict(split=split, sampler=sampler, transform=transform, class_names=class_names,
+                 image_tmpl=cfg.image_tmpl, video_backend=cfg.video_backend, num_sample=cfg.num_sample,
+                 num_clips=num_clips, flip_pairs=flip_pairs, max_retries=cfg.max_retries, seed=seed)
+    if stream:
+        return DATA_FORMATS.get(cfg.format)(list_file, batch_size=int(cfg.batch_size),
+                                            shuffle_buffer=int(cfg.shard_shuffle), **clips)
+    return VideoDataset(records, root, **clips)

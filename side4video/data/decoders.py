@@ -15,6 +15,7 @@ reader opened without them raises one ``ConfigError`` line saying what to instal
 from __future__ import annotations
 
 import functools
+import io
 import os
 import re
 from typing import Protocol, Sequence
@@ -126,19 +127,51 @@ class FrameFolderReader(_Reader):
     def _load(self, index: int) -> np.ndarray:
         file = os.path.join(self.path, self.image_tmpl.format(index + 1))
         try:
-            with Image.open(file) as image:
-                return np.asarray(image.convert("RGB"))
+            return _decode_image(file, self.path, os.path.basename(file))
         except FileNotFoundError:
             raise VideoReadError(self.path, f"frame file {os.path.basename(file)} missing") from None
-        except Exception as error:  # PIL raises OSError, SyntaxError, ValueError... for bad files
-            raise VideoReadError(self.path, f"cannot decode {os.path.basename(file)}: {_first_line(error)}") from None
 
     def read(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
         unique, inverse = _unique_indices(indices)
-        images = [self._load(int(i)) for i in unique]
-        if len({image.shape for image in images}) > 1:
-            raise VideoReadError(self.path, f"frames differ in size: {sorted({im.shape for im in images})}")
-        return _to_frames_tensor(np.stack(images), inverse)
+        return _stack_images(self.path, [self._load(int(i)) for i in unique], inverse)
+
+
+def _decode_image(source: str | io.BytesIO, path: str, name: str) -> np.ndarray:
+    """One frame image as RGB ``[H, W, 3]`` (PIL); a file that does not decode is ``VideoReadError(path, ...)``.
+    A missing file stays FileNotFoundError (the caller names it)."""
+    try:
+        with Image.open(source) as image:
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # PIL raises OSError, SyntaxError, ValueError... for bad files
+        raise VideoReadError(path, f"cannot decode {name}: {_first_line(error)}") from None
+
+
+def _stack_images(path: str, images: list[np.ndarray], inverse: np.ndarray | None) -> torch.Tensor:
+    if len({image.shape for image in images}) > 1:
+        raise VideoReadError(path, f"frames differ in size: {sorted({im.shape for im in images})}")
+    return _to_frames_tensor(np.stack(images), inverse)
+
+
+class EncodedFramesReader(_Reader):
+    """A frame folder held in memory: its image files' bytes in frame order (a sample of a WebDataset shard).
+
+    Frames decode exactly as :class:`FrameFolderReader` decodes the same files; ``path`` names the sample in errors.
+    """
+
+    def __init__(self, path: str, frames: Sequence[bytes], names: Sequence[str] | None = None):
+        self.path = path
+        self._frames = list(frames)
+        self._names = list(names) if names is not None else [f"frame {i + 1}" for i in range(len(self._frames))]
+        self.num_frames = len(self._frames)
+        if self.num_frames == 0:
+            raise VideoReadError(path, "sample holds no frames")
+
+    def read(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+        unique, inverse = _unique_indices(indices)
+        images = [_decode_image(io.BytesIO(self._frames[i]), self.path, self._names[i]) for i in unique.tolist()]
+        return _stack_images(self.path, images, inverse)
 
 
 class DecordReader(_Reader):

@@ -6,7 +6,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 
 class TrainSampler(Sampler[int]):
@@ -123,7 +123,13 @@ def create_loader(dataset: Dataset, batch_size: int, *, sampler: Sampler | None 
     Batch order comes from ``sampler`` (sequential if None). ``pin_memory`` is ignored without CUDA and
     ``persistent_workers``/``prefetch_factor``/``multiprocessing_context`` without workers, so one call
     works on every machine. Worker processes need no seeding: samples draw from (seed, epoch, index).
+    A stream (an ``IterableDataset``: ``data.format: webdataset``) orders itself and splits itself over processes and
+    workers, so ``sampler`` is ignored for it, and it is told ``batch_size`` (it deals whole batches to workers).
     """
+    if isinstance(dataset, IterableDataset):
+        sampler = None
+        if hasattr(dataset, "set_batch_size"):
+            dataset.set_batch_size(batch_size)
     if collate_fn is None:
         collate_fn = collate_train if getattr(dataset, "split", "train") == "train" else collate_eval
     worker_options: dict[str, Any] = {}

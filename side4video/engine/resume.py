@@ -27,7 +27,7 @@ REFUSED_GROUPS: dict[str, tuple[str, ...]] = {
     "task": ("task",),
     "plugins": ("solver.plugins", "solver.mixup", "solver.cutmix"),
     "data": ("data.train_list", "data.train_root", "data.val_list", "data.val_root", "data.label_list",
-             "data.num_classes", "data.dataset"),
+             "data.num_classes", "data.dataset", "data.format"),
 }
 SCHEDULE_KEYS = ("solver.lr", "solver.epochs", "solver.lr_warmup_step", "solver.type", "solver.lr_steps",
                  "solver.lr_decay", "solver.min_lr", "data.batch_size", "solver.grad_accumulation_steps")

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import IterableDataset
 
 from ..backbones import backbone_identity
 from ..config import dump_config, to_plain_dict
@@ -142,8 +143,10 @@ class Trainer:
         frame_sampler = self.assembler.frame_sampler(cfg.data)
         self.train_set = create_dataset(cfg.data, "train", seed=cfg.seed, sampler=frame_sampler)
         self.val_set = create_dataset(cfg.data, "val", seed=cfg.seed, sampler=frame_sampler)
-        self.sampler = TrainSampler(len(self.train_set), num_replicas=dist.world_size, rank=dist.rank,
-                                    seed=cfg.seed, shuffle=True, drop_last=True)
+        # a stream (data.format: webdataset) orders itself and splits itself over processes and workers
+        self.sampler = None if isinstance(self.train_set, IterableDataset) else TrainSampler(
+            len(self.train_set), num_replicas=dist.world_size, rank=dist.rank, seed=cfg.seed, shuffle=True,
+            drop_last=True)
         options = loader_options(cfg.data, device_type=dist.device.type)
         self.loader = create_loader(self.train_set, batch_size=cfg.data.batch_size, sampler=self.sampler,
                                    collate_fn=self.assembler.collate_fn(True) or collate_train, drop_last=True,
@@ -414,8 +417,9 @@ class Trainer:
     def _train_epoch(self, epoch: int, skip_batches: int) -> None:
         cfg, dist = self.cfg, self.dist
         self.train_set.set_epoch(epoch)
-        self.sampler.set_epoch(epoch)
-        self.sampler.set_start(skip_batches * cfg.data.batch_size)
+        order = self.train_set if self.sampler is None else self.sampler     # a stream keeps its own position
+        order.set_epoch(epoch)
+        order.set_start(skip_batches * cfg.data.batch_size)
         self.backend.train()
         tracker = BadSampleTracker()
         save_every = int(cfg.logging.save_freq_steps or 0)

@@ -2,9 +2,11 @@
 
     python -m side4video.prep.cli kinetics --train_csv ... --val_csv ... --out_dir lists/k400   (also: side4video prep)
     python -m side4video.prep.cli frames SRC DST --short_side 320
+    python -m side4video.prep.cli shards LIST --root DIR --out DIR --shard_size 1000
 
 One subcommand per registered dataset preparer (``PREPARERS``: kinetics, sthv1, sthv2, ucf101, hmdb51) that builds
-train/val lists and a label CSV, plus ``frames``, which decodes videos into resumable frame folders.
+train/val lists and a label CSV, plus ``frames``, which decodes videos into resumable frame folders, and ``shards``,
+which packs a list's videos or frame folders into WebDataset tar shards (``data.format: webdataset``).
 ``datasets/build_lists.py`` and ``datasets/extract_frames.py`` are the same commands under their old names.
 
 Bad input (a malformed annotation line, a missing file) prints one line ``error: <message>`` to stderr and exits
@@ -20,8 +22,10 @@ from ..tools.common import run_command
 from . import PREPARERS
 from .base import Preparer
 from .frames import FrameExtraction
+from .shards import ShardWriting
 
 FRAMES_COMMAND = "frames"
+SHARDS_COMMAND = "shards"
 PROG = "side4video prep"
 # where argparse keeps the chosen subcommand; not an option name of any command
 _COMMAND_DEST = "_command"
@@ -46,10 +50,12 @@ def _run(body: Callable[[], Any]) -> int:
 
 
 def commands(*, lists: bool = True, frames: bool = True) -> dict[str, type[Preparer]]:
-    """Subcommand name -> the class that declares its options and does its work."""
+    """Subcommand name -> the class that declares its options and does its work (``frames``: also the commands that
+    are not list builders, ``frames`` and ``shards``)."""
     chosen: dict[str, type[Preparer]] = dict(PREPARERS.items()) if lists else {}
     if frames:
         chosen[FRAMES_COMMAND] = FrameExtraction
+        chosen[SHARDS_COMMAND] = ShardWriting
     return chosen
 
 
@@ -58,7 +64,7 @@ def build_parser(prog: str | None = PROG, *, lists: bool = True,
     """The parser with one subcommand per command, and each subcommand's own parser (for its usage errors)."""
     parser = argparse.ArgumentParser(prog=prog, formatter_class=HelpFormatter,
                                      description="Build train/val annotation lists and a label CSV"
-                                                 + (", or extract frames." if frames else "."))
+                                                 + (", extract frames, or write shards." if frames else "."))
     metavar = "COMMAND" if frames else "DATASET"
     sub = parser.add_subparsers(dest=_COMMAND_DEST, required=True, metavar=metavar)
     parsers = {}
@@ -85,7 +91,7 @@ def _main(argv: Sequence[str] | None, prog: str | None, *, lists: bool, frames: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``side4video prep COMMAND ...``: every preparer and ``frames``."""
+    """``side4video prep COMMAND ...``: every preparer, ``frames`` and ``shards``."""
     return _main(argv, PROG, lists=True, frames=True)
 
 
