@@ -171,15 +171,26 @@ def test_every_assembler_builds_and_feeds_a_model_that_trains(name, backbone):
     assert assembler.state_dict() == create_assembler({"type": name}).state_dict()
 
 
+# what a task needs besides the defaults: config keys, and the extra fields of its training batch
+TASK_EXAMPLES = {
+    "retrieval": ({"data.dataset": "jsonl", "data.train_csv": "train.jsonl", "data.val_csv": "val.jsonl",
+                   "data.features_path": "videos"},
+                  {"captions": [f"caption {i}" for i in range(BATCH)]}),
+}
+
+
 @pytest.mark.parametrize("name", TASKS.names())
 def test_every_task_builds_from_a_config_and_its_loss_trains_a_model(name, backbone):
-    cfg = _cfg(**{"task": {"type": name}})
+    overrides, extra = TASK_EXAMPLES.get(name, ({}, {}))
+    cfg = _cfg(**{"task": {"type": name}, **overrides})
     task = create_task(cfg)
     assert task.name == name and isinstance(task.monitor, str)
     torch.manual_seed(0)
-    model = create_model("side4video", backbone.info, NUM_CLASSES, side_dim=32)
+    model = task.build_model(cfg, backbone) or create_model("side4video", backbone.info, NUM_CLASSES, side_dim=32)
     before = copy.deepcopy(model.state_dict())
-    loss, _ = _one_step(cfg, backbone, model)
+    batch = _batch()
+    batch.extra.update(extra)
+    loss, _ = _one_step(cfg, backbone, model, batch=batch)
     assert torch.isfinite(loss) and _changed(before, model)
 
 

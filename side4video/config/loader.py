@@ -298,8 +298,12 @@ def _resolve_aliases(cfg: dict, explicit: set[str], source: str) -> None:
 
 def _check_combinations(cfg: dict, source: str) -> None:
     data, net, solver = cfg["data"], cfg["network"], cfg["solver"]
-    if data["num_classes"] is None:
+    task = cfg.get("task") or {}
+    task = task.get("type", "classification") if isinstance(task, dict) else str(task)
+    if data["num_classes"] is None and task != "retrieval":   # retrieval ranks captions: no classes
         raise ConfigError(f"{source}: 'data.num_classes' is required")
+    if task == "retrieval":
+        _check_retrieval(data, source)
     if data["rand_erase"]:
         raise ConfigError(f"{source}: 'data.rand_erase: true' is not supported (random erasing is not implemented); "
                           "set it to false")
@@ -326,6 +330,20 @@ def _check_combinations(cfg: dict, source: str) -> None:
     if data["sampling"] == "dense" and data["seg_length"] != 1:
         raise ConfigError(f"{source}: data.seg_length applies to segment sampling only; use seg_length 1 with "
                           "data.sampling: dense")
+
+
+def _check_retrieval(data: dict, source: str) -> None:
+    """The files a retrieval dataset needs, named in one line per missing key (at load time, before any work)."""
+    dataset = str(data["dataset"]).lower()
+    needs = {"msrvtt": ("train_csv", "val_csv", "data_path", "features_path"),
+             "jsonl": ("train_csv", "val_csv", "features_path")}.get(dataset, ("data_path", "features_path"))
+    if dataset not in ("msrvtt", "msvd", "vatex", "didemo", "activitynet", "jsonl"):
+        raise ConfigError(f"{source}: task retrieval reads data.dataset msrvtt, msvd, vatex, didemo, activitynet or "
+                          f"jsonl, got {data['dataset']!r}")
+    missing = [key for key in needs if not data[key]]
+    if missing:
+        raise ConfigError(f"{source}: task retrieval with data.dataset {dataset} needs "
+                          + ", ".join(f"data.{key}" for key in missing))
 
 
 def _check_causal(net: dict, source: str) -> None:

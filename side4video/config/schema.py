@@ -117,6 +117,20 @@ SCHEMA: dict[str, Any] = {
         "shard_shuffle": Key(256, "webdataset: shuffle buffer of each loader worker, in samples (0: shard order "
                                   "only); it holds the encoded videos, so memory is about buffer x video size x "
                                   "workers", _NON_NEGATIVE),
+        # text-video retrieval (task: {type: retrieval}); the reference's argument names
+        "train_csv": Key("", "retrieval: the training list (MSR-VTT: MSRVTT_train.9k.csv; jsonl: the JSON-lines "
+                             "file of {video, captions})", Path()),
+        "val_csv": Key("", "retrieval: the evaluation list (MSR-VTT: MSRVTT_JSFUSION_test.csv, the 1k-A test; "
+                           "jsonl: the JSON-lines file)", Path()),
+        "data_path": Key("", "retrieval: the folder of the caption files (MSR-VTT: MSRVTT_data.json; MSVD: "
+                             "*_list.txt and raw-captions.pkl; VATEX: vatex_data/; DiDeMo; ActivityNet)", Path()),
+        "features_path": Key("", "retrieval: the folder of the videos or frame folders, named by video id",
+                             Path()),
+        "max_words": Key(32, "retrieval: caption tokens kept, start and end tokens included (at most 77)",
+                         Int(min=2, max=77)),
+        "max_frames": Key(12, "retrieval: frames per video", _POSITIVE),
+        "slice_framepos": Key(2, "retrieval test sampling: which frames of the strided ones are kept (0 the "
+                                 "first, 1 the last, 2 evenly spread)", Choice((0, 1, 2))),
         "input_size": Key(224, "crop size fed to the network (a multiple of the backbone's patch size)", Int(min=8)),
         "scale_size": Key(None, "resize before cropping: short side int or [H, W]; default: the reference's rule "
                                 "((256, 320) for Something-Something, 256 otherwise, for a 224 input)",

@@ -13,6 +13,7 @@ from ..backbones import FrozenEncoder, backbone_identity, create_backbone
 from ..config import load_config
 from ..errors import CheckpointError, ConfigError
 from ..models import create_model_from_config, official
+from ..tasks import create_task
 from .checkpoint import check_backbone_identity, load_checkpoint, trainable_state_dict
 
 PRETRAINED_DIR_ENV = "SIDE4VIDEO_PRETRAINED_DIR"
@@ -53,7 +54,8 @@ def model_from_config(cfg, backbone: FrozenEncoder, seed: int | None = None) -> 
     """The trainable part, initialised identically on every process (seeded)."""
     if seed is not None:
         torch.manual_seed(seed)
-    return create_model_from_config(cfg, backbone.info)
+    model = create_task(cfg).build_model(cfg, backbone)   # e.g. retrieval: image and text towers, its own head
+    return model if model is not None else create_model_from_config(cfg, backbone.info)
 
 
 def read_trainable_checkpoint(path: str | Path, backbone: FrozenEncoder | None = None) -> dict[str, Any]:

@@ -78,10 +78,15 @@ def run_test(cfg, weights: str | Path, *, test_crops: int | None = None, test_cl
     """Test ``weights`` with the config ``cfg``; ``trained_config``: the config the checkpoint stores (its data
     section decides whether the folder name needs a data hash)."""
     dist = setup_distributed()
+    task = create_task(cfg)
+    datasets = task.build_datasets(cfg, cfg.seed)
+    if datasets is not None:    # a task with data of its own kind (retrieval): its videos and captions, one view
+        return _run_task_test(cfg, weights, task, datasets[1], datasets[3], dist, batch_size=batch_size,
+                              output=output, allow_other_backbone=allow_other_backbone,
+                              trained_config=trained_config)
     crops = int(test_crops or cfg.data.test_crops)
     clips = int(test_clips or cfg.data.test_clips)
     assembler = create_assembler(cfg.network.assembler)
-    task = create_task(cfg)
     # built before the output folder exists: a protocol the sampler cannot give leaves nothing behind
     dataset = create_dataset(cfg.data, "test", test_crops=crops, test_clips=clips, dense=dense or None, seed=cfg.seed,
                              sampler=assembler.frame_sampler(cfg.data))
@@ -145,6 +150,59 @@ def run_test(cfg, weights: str | Path, *, test_crops: int | None = None, test_cl
                  f"{results['mean_class_acc']:.2f}  on {results['num_videos']} videos"
                  + (f"; {len(scores.unreadable)} unreadable, excluded (listed in results.json)"
                     if scores.unreadable else "") + f"  -> {out_dir}")
+    return results
+
+
+RETRIEVAL_IDENTITY_KEYS = ("dataset", "val_csv", "data_path", "features_path", "max_frames", "max_words",
+                           "slice_framepos", "input_size", "image_tmpl", "video_backend")
+
+
+def _run_task_test(cfg, weights: str | Path, task, dataset, collate, dist, *, batch_size: int | None,
+                   output: str | Path | None, allow_other_backbone: bool,
+                   trained_config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """test.py for a task that reads its own data (retrieval): the task's evaluation over its evaluation set,
+    ``results.json`` with its metrics and what was read, and the task's own files (retrieval: ``sims.npz``)."""
+    identity = {key: cfg.data.get(key) for key in RETRIEVAL_IDENTITY_KEYS}
+    trained = {key: (trained_config or {}).get("data", {}).get(key) for key in RETRIEVAL_IDENTITY_KEYS}
+    changed = trained_config is not None and trained != identity
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    out_dir = Path(output) if output else default_test_dir(weights, task.name, data=digest if changed else None)
+    backbone = backbone_from_config(cfg, dist.device)
+    model = model_from_config(cfg, backbone)
+    log = setup_logging(None, dist.is_main, keep_for_file=True)
+    checkpoint = load_trainable_weights(model, weights, backbone, cfg, allow_other_weights=allow_other_backbone,
+                                        log=log)
+    log = setup_logging(out_dir, dist.is_main, "test.log")
+    model.to(dist.device).eval()
+    loader = create_loader(dataset, batch_size=int(batch_size or cfg.data.batch_size),
+                           sampler=ShardedEvalSampler(len(dataset), dist.world_size, dist.rank),
+                           num_workers=int(cfg.data.workers), collate_fn=collate,
+                           pin_memory=dist.device.type == "cuda", persistent_workers=False)
+    log.info(f"testing {weights} ({task.name}) on {len(dataset)} videos, {dist.world_size} process(es)")
+    start = time.time()
+    evaluation = task.evaluate(backbone, model, loader, device=dist.device, mean=cfg.data.mean, std=cfg.data.std,
+                               precision=cfg.solver.precision, progress=dist.is_main and cfg.logging.progress,
+                               desc=f"test {task.name}", progress_interval=float(cfg.logging.progress_interval))
+    elapsed = time.time() - start
+    metrics = evaluation.metrics
+    if metrics.get("unreadable") and metrics["unreadable"] == metrics.get("num_videos"):
+        raise DataError(f"none of the {len(dataset)} videos could be read; nothing was evaluated")
+    results = {
+        "task": task.name, **{key: value for key, value in metrics.items()},
+        **{key: value for key, value in evaluation.details.items() if key in ("text_to_video", "video_to_text")},
+        "data": identity,
+        "checkpoint": {"path": str(weights), "epoch": checkpoint.get("epoch"),
+                       "format": checkpoint.get("format") if checkpoint.get("format") in FORMATS else "state_dict",
+                       "backbone": backbone_identity(backbone)},
+        "test_time_s": elapsed,
+    }
+    if checkpoint.get("other_backbone"):
+        results["other_backbone"] = checkpoint["other_backbone"]
+    if dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "results.json", dump_json(results))
+        task.write_evaluation(evaluation, out_dir)
+        log.info(f"{task.describe(metrics)}  -> {out_dir}")
     return results
 
 

@@ -140,20 +140,26 @@ class Trainer:
         model.to(dist.device)
         self.trainable_params = count_parameters(model)
 
-        frame_sampler = self.assembler.frame_sampler(cfg.data)
-        self.train_set = create_dataset(cfg.data, "train", seed=cfg.seed, sampler=frame_sampler)
-        self.val_set = create_dataset(cfg.data, "val", seed=cfg.seed, sampler=frame_sampler)
+        datasets = self.task.build_datasets(cfg, cfg.seed)   # a task with data of its own kind (retrieval)
+        if datasets is None:
+            frame_sampler = self.assembler.frame_sampler(cfg.data)
+            self.train_set = create_dataset(cfg.data, "train", seed=cfg.seed, sampler=frame_sampler)
+            self.val_set = create_dataset(cfg.data, "val", seed=cfg.seed, sampler=frame_sampler)
+            train_collate = self.assembler.collate_fn(True) or collate_train
+            val_collate = self.assembler.collate_fn(False) or collate_eval
+        else:
+            self.train_set, self.val_set, train_collate, val_collate = datasets
         # a stream (data.format: webdataset) orders itself and splits itself over processes and workers
         self.sampler = None if isinstance(self.train_set, IterableDataset) else TrainSampler(
             len(self.train_set), num_replicas=dist.world_size, rank=dist.rank, seed=cfg.seed, shuffle=True,
             drop_last=True)
         options = loader_options(cfg.data, device_type=dist.device.type)
         self.loader = create_loader(self.train_set, batch_size=cfg.data.batch_size, sampler=self.sampler,
-                                   collate_fn=self.assembler.collate_fn(True) or collate_train, drop_last=True,
+                                   collate_fn=train_collate, drop_last=True,
                                    **options)
         self.val_loader = create_loader(self.val_set, batch_size=cfg.data.batch_size,
                                        sampler=ShardedEvalSampler(len(self.val_set), dist.world_size, dist.rank),
-                                       collate_fn=self.assembler.collate_fn(False) or collate_eval, **options)
+                                       collate_fn=val_collate, **options)
         self.accumulation = int(cfg.solver.grad_accumulation_steps)
         batches = len(self.train_set) // (cfg.data.batch_size * dist.world_size)
         # An epoch ends on an accumulation boundary, so epoch-end checkpoints never split an optimizer step.
@@ -166,7 +172,7 @@ class Trainer:
 
         self.plugins = create_plugins(cfg) + self.extra_plugins
         context = PluginContext(cfg=cfg, model=model, backbone=self.backbone, assembler=self.assembler,
-                                num_classes=int(cfg.data.num_classes), device=dist.device, task=self.task)
+                                num_classes=int(cfg.data.num_classes or 0), device=dist.device, task=self.task)
         trainable, lr_mult = set_up_plugins(self.plugins, context, cfg.solver.lr_mult)
         if cfg.network.compile:
             model.compile()
@@ -215,7 +221,7 @@ class Trainer:
                 weights=weights_state(self.model, self.validation_model(), self.backend.module.parts, self.plugins),
                 optimizer=optimizer_states, scheduler=self.backend.scheduler_state(), rng=rng_states,
                 counters=self.backend.counters(), backbone=self.identity, head=self.cfg.network.head,
-                num_classes=int(self.cfg.data.num_classes), config=to_plain_dict(self.cfg), metrics=metrics,
+                num_classes=int(self.cfg.data.num_classes or 0), config=to_plain_dict(self.cfg), metrics=metrics,
                 monitor=self.task.monitor, resumes=self.resumes)
             failure: BaseException | None = None
             try:
@@ -537,8 +543,8 @@ class Trainer:
             row.update({f"val_{key}": value for key, value in metrics.items()
                         if key not in ("num_videos", "num_views")})
             if self.dist.is_main:
-                self.task.write_evaluation(evaluation, self.output_dir, class_names=self.val_set.class_names,
-                                           prefix="val_")
+                self.task.write_evaluation(evaluation, self.output_dir,
+                                           class_names=getattr(self.val_set, "class_names", ()), prefix="val_")
         if self.dist.is_main:
             append_jsonl(self.metrics_path, row)
             self.tb.scalars(epoch, **{"val/top1": row["val_top1"], "val/top5": row["val_top5"],

@@ -24,12 +24,24 @@ from ..backbones import create_backbone
 from ..backbones.frozen import FrozenEncoder
 from ..models.inputs import SideInputs
 from .head import ClassTokenHead, RetrievalSideNetwork
+from .similarity import WeightedTokenInteraction, mean_pooled_similarity
 from .text import FrozenTextTower, create_text_tower
 
-__all__ = ["CLIP_INIT_LOGIT_SCALE", "MAX_LOGIT_SCALE", "FrozenTowers", "RetrievalModel", "create_retrieval_model"]
+__all__ = ["CLIP_INIT_LOGIT_SCALE", "MAX_LOGIT_SCALE", "FrozenTowers", "RetrievalOutputs", "RetrievalModel",
+           "create_retrieval_model"]
 
+SIM_HEADERS = ("wti", "meanP")
 CLIP_INIT_LOGIT_SCALE = math.log(1 / 0.07)   # CLIP's initial temperature, ln(1/0.07)
 MAX_LOGIT_SCALE = math.log(100)              # the reference clamps the learned scale at ln 100
+
+
+@dataclass
+class RetrievalOutputs:
+    """What :meth:`RetrievalModel.forward` gives the task's loss: frame embeddings ``[B, T, D]``, ``exp`` of the
+    clamped logit scale, and the model (its text encoder and similarity head)."""
+    frames: torch.Tensor
+    logit_scale: torch.Tensor
+    model: "RetrievalModel"
 
 
 @dataclass
@@ -49,13 +61,17 @@ class RetrievalModel(nn.Module):
         logit_scale_init: the learned log-temperature's start (CLIP's ln(1/0.07) by default), or ``"pretrained"``
             for the weight file's own (OpenAI: ln 100, which the reference inherits).
         max_words: default caption length for :meth:`tokenize` (the reference: 32).
+        sim_header: ``wti`` (DRL's weighted token interaction, the reference's ``--interaction wti``; its weight
+            networks train with the side network) or ``meanP`` (cosine of the mean frame embedding).
         side_options: keyword arguments of :class:`RetrievalSideNetwork` (e.g. ``side_dim=320``).
     """
 
     def __init__(self, backbone: FrozenEncoder, text_tower: FrozenTextTower, side: RetrievalSideNetwork | None = None,
                  *, logit_scale_init: float | str = CLIP_INIT_LOGIT_SCALE, max_words: int = 32,
-                 **side_options: Any):
+                 sim_header: str = "wti", **side_options: Any):
         super().__init__()
+        if sim_header not in SIM_HEADERS:
+            raise ValueError(f"sim_header must be one of {', '.join(SIM_HEADERS)}, got {sim_header!r}")
         if side is not None and side_options:
             raise ValueError(f"side options {sorted(side_options)} given with a ready side network")
         self.side = side if side is not None else RetrievalSideNetwork(backbone.info, **side_options)
@@ -67,8 +83,11 @@ class RetrievalModel(nn.Module):
             if text_tower.pretrained_logit_scale is None:
                 raise ValueError("logit_scale_init='pretrained' but the weight file has no logit scale")
             logit_scale_init = text_tower.pretrained_logit_scale
-        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale_init)))
+        # shape [1], not a scalar: DeepSpeed broadcasts parameters as bytes, which a 0-dim tensor cannot be viewed as
+        self.logit_scale = nn.Parameter(torch.tensor([float(logit_scale_init)]))
         self.max_words = max_words
+        self.sim_header = sim_header
+        self.wti = WeightedTokenInteraction(backbone.info.embed_dim) if sim_header == "wti" else None
         last = backbone.info.num_layers - 1
         # the side layers, and the last layer whose class token the side output is added to
         self.tap_layers = sorted({*self.side.backbone_layers, last})
@@ -101,15 +120,29 @@ class RetrievalModel(nn.Module):
         return self
 
     # -- video --------------------------------------------------------------------------------------------
-    def video_inputs(self, frames: torch.Tensor) -> tuple[SideInputs, torch.Tensor]:
-        """Run the frozen image tower once: the side network's inputs and the last layer's class tokens
-        ``[B, T, W]`` (backbone precision, no grad)."""
-        b, t = frames.shape[:2]
+    needs_embedding = False   # the engine's clip assembly: no final image embedding needed
+
+    @property
+    def backbone_layers(self) -> list[int]:
+        """The layers the engine taps for this model (``models.model_inputs``): the side layers and the last."""
+        return list(self.tap_layers)
+
+    def video_inputs(self, frames: torch.Tensor) -> SideInputs:
+        """Run the frozen image tower once over ``frames [B, T, 3, H, W]``: the taps of :attr:`backbone_layers`
+        (backbone precision, no grad), what the engine's clip assembly would give."""
         taps = self.backbone.tap(frames, layers=self.tap_layers, embedding=False)
-        picked = [taps.layers.index(layer) for layer in self.side.backbone_layers]
-        inputs = SideInputs(frames, [taps.cls_tokens[i] for i in picked], [taps.patch_tokens[i] for i in picked],
-                            list(self.side.backbone_layers), None, t)
-        return inputs, taps.cls_tokens[-1].reshape(b, t, -1)
+        return SideInputs(frames, list(taps.cls_tokens), list(taps.patch_tokens), list(taps.layers), None,
+                          frames.shape[1])
+
+    def embed_frames(self, inputs: SideInputs) -> torch.Tensor:
+        """Taps of :attr:`backbone_layers` → frame embeddings ``[B, T, D]`` (fp32, not L2-normalised)."""
+        b, t = inputs.batch_size, inputs.num_frames
+        picked = [inputs.layers.index(layer) for layer in self.side.backbone_layers]
+        side_inputs = SideInputs(inputs.frames, [inputs.cls_tokens[i] for i in picked],
+                                 [inputs.patch_tokens[i] for i in picked], list(self.side.backbone_layers), None, t)
+        residual = self.side(side_inputs)                                          # [B, T, W]
+        cls_tokens = inputs.cls_tokens[inputs.layers.index(self.tap_layers[-1])].reshape(b, t, -1)
+        return self.image_head(cls_tokens.to(residual.dtype) + residual)          # [B, T, D]
 
     def encode_video(self, frames: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Frames ``[B, T, 3, H, W]`` (normalised as CLIP expects) → frame embeddings ``[B, T, D]`` (fp32, not
@@ -121,14 +154,31 @@ class RetrievalModel(nn.Module):
         """
         if frames.dim() != 5:
             raise ValueError(f"expected frames [B, T, 3, H, W], got {tuple(frames.shape)}")
-        inputs, cls_tokens = self.video_inputs(frames)
-        residual = self.side(inputs)                                               # [B, T, W]
-        embeddings = self.image_head(cls_tokens.to(residual.dtype) + residual)    # [B, T, D]
+        embeddings = self.embed_frames(self.video_inputs(frames))
         if frame_mask is not None:
             if frame_mask.shape != frames.shape[:2]:
                 raise ValueError(f"frame_mask {tuple(frame_mask.shape)} does not match frames {tuple(frames.shape)}")
             embeddings = embeddings * frame_mask.to(embeddings.dtype).unsqueeze(-1)
         return embeddings
+
+    def forward(self, inputs: SideInputs) -> "RetrievalOutputs":
+        """The engine's model call (the training step hands the assembled taps): the frame embeddings with what
+        the task's loss needs from this model (the temperature and the similarity head, both trained here)."""
+        return RetrievalOutputs(frames=self.embed_frames(inputs), logit_scale=self.scale(), model=self)
+
+    # -- similarity ---------------------------------------------------------------------------------------
+    def similarity(self, sentence: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor,
+                   frames: torch.Tensor, frame_mask: torch.Tensor | None = None,
+                   text_chunk: int | None = None) -> torch.Tensor:
+        """Texts × videos similarities ``[Nt, Nv]`` (cosine-based, before the logit scale) by :attr:`sim_header`.
+
+        ``sentence [Nt, D]``, ``words [Nt, L, D]`` with ``word_mask [Nt, L]``; ``frames [Nv, T, D]`` with
+        ``frame_mask [Nv, T]`` (None: every frame is real)."""
+        if frame_mask is None:
+            frame_mask = torch.ones(frames.shape[:2], dtype=torch.bool, device=frames.device)
+        if self.wti is None:
+            return mean_pooled_similarity(sentence, frames, frame_mask)
+        return self.wti(words, word_mask, frames, frame_mask, text_chunk=text_chunk)
 
     # -- text ---------------------------------------------------------------------------------------------
     def tokenize(self, captions: str | Sequence[str], max_words: int | None = None) -> tuple[torch.Tensor,
@@ -140,20 +190,13 @@ class RetrievalModel(nn.Module):
         """``tokens [N, 77]`` → ``(sentence [N, D], words [N, 77, D])`` (see :meth:`FrozenTextTower.encode`)."""
         return self.text_tower.encode(tokens, mask)
 
-    def forward(self, frames: torch.Tensor, tokens: torch.Tensor, frame_mask: torch.Tensor | None = None,
-                text_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Both towers at once: ``{'frames': [B, T, D], 'sentence': [N, D], 'words': [N, 77, D],
-        'logit_scale': exp(scale)}``; the similarity head and the loss are the task's."""
-        sentence, words = self.encode_text(tokens, text_mask)
-        return {"frames": self.encode_video(frames, frame_mask), "sentence": sentence, "words": words,
-                "logit_scale": self.scale()}
-
 
 def create_retrieval_model(arch: str | Path, pretrained: str | Path | bool | None = None, *,
                            precision: str = "fp32", text_precision: str = "fp32", train_text: bool = False,
                            quick_gelu: bool | None = None, pretrained_dir: str | Path | None = None,
                            logit_scale_init: float | str = CLIP_INIT_LOGIT_SCALE, max_words: int = 32,
-                           device: str | torch.device | None = None, **side_options: Any) -> RetrievalModel:
+                           sim_header: str = "wti", device: str | torch.device | None = None,
+                           **side_options: Any) -> RetrievalModel:
     """Both towers from one CLIP weight file (each through the backbone loader), and a new side network.
 
     ``precision``/``text_precision``: the frozen towers' (a trainable text tower is fp32); ``train_text``: train
@@ -164,7 +207,8 @@ def create_retrieval_model(arch: str | Path, pretrained: str | Path | bool | Non
                                pretrained_dir=pretrained_dir)
     text = create_text_tower(arch, pretrained, precision="fp32" if train_text else text_precision,
                              trainable=train_text, quick_gelu=quick_gelu, pretrained_dir=pretrained_dir)
-    model = RetrievalModel(backbone, text, logit_scale_init=logit_scale_init, max_words=max_words, **side_options)
+    model = RetrievalModel(backbone, text, logit_scale_init=logit_scale_init, max_words=max_words,
+                           sim_header=sim_header, **side_options)
     if device is not None:
         model.to(device)
     return model

@@ -3,7 +3,10 @@
 To add a task: write ``tasks/<name>.py`` with a :class:`Task` subclass registered by ``@TASKS.register("<name>")``
 and import it below (one line).
 """
-from . import classification  # noqa: F401  (registers "classification")
+from . import (
+    classification,  # noqa: F401  (registers "classification")
+    retrieval,  # noqa: F401  (registers "retrieval")
+)
 from .base import TASKS, Evaluation, Task, TrainBatch
 from .classification import ClassificationTask, classification_loss
 from .views import ScoreSet, aggregate_views, autocast_context, collect_scores, forward_views, score_views
@@ -11,7 +14,7 @@ from .views import ScoreSet, aggregate_views, autocast_context, collect_scores, 
 
 def create_task(cfg) -> Task:
     """The config's task (``task: {type: classification}`` by default), given what the config says about it."""
-    return TASKS.build(dict(cfg.task), provided={"num_classes": int(cfg.data.num_classes),
+    return TASKS.build(dict(cfg.task), provided={"num_classes": int(cfg.data.num_classes or 0),
                                                  "smoothing": float(cfg.solver.smoothing)})
 
 

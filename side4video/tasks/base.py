@@ -47,6 +47,15 @@ class Task:
     name = "task"
     monitor = "score"
 
+    def build_model(self, cfg, backbone) -> nn.Module | None:
+        """The trainable model this task needs on ``backbone``; None: the recognition model of ``network.head``."""
+        return None
+
+    def build_datasets(self, cfg, seed: int) -> tuple[Any, Any, Any, Any] | None:
+        """``(train_set, val_set, train_collate, val_collate)`` when the task reads data of its own kind (captions,
+        ...); None: the annotation lists of ``data.*`` through the recognition datasets."""
+        return None
+
     def train_batch(self, raw: Mapping[str, Any], frames: torch.Tensor, mask: torch.Tensor | None,
                     device: torch.device) -> TrainBatch:
         """The step's batch from a loader batch ``raw`` and its normalised ``frames`` (already on ``device``)."""

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from side4video.backbones.frozen import BackboneInfo
-from side4video.models import count_parameters, shift_cls_in_time
+from side4video.models import count_parameters, model_inputs, shift_cls_in_time
 from side4video.modules import BlockContext
 from side4video.retrieval.head import RetrievalSideNetwork
 from side4video.retrieval.model import CLIP_INIT_LOGIT_SCALE, RetrievalModel, create_retrieval_model
@@ -41,7 +41,7 @@ def tiny_clip(tmp_path_factory):
 @pytest.fixture
 def model(tiny_clip):
     torch.manual_seed(0)
-    return create_retrieval_model(TINY_CLIP_JSON, tiny_clip[1], side_dim=SIDE_DIM)
+    return create_retrieval_model(TINY_CLIP_JSON, tiny_clip[1], side_dim=SIDE_DIM, sim_header="meanP")
 
 
 def _frozen_clip_frames(reference: nn.Module, frames: torch.Tensor) -> torch.Tensor:
@@ -118,7 +118,7 @@ def test_one_step_trains_only_the_side_network_and_temperature(model, tiny_clip)
 
 def test_checkpoint_holds_only_trainable_parts(model):
     keys = set(model.state_dict())
-    assert keys and all(k.startswith("side.") or k == "logit_scale" for k in keys)
+    assert keys and all(k.startswith(("side.", "wti.")) or k == "logit_scale" for k in keys)
     assert not any(k.startswith("side.fc.") for k in keys), "retrieval has no classifier"
     assert model.logit_scale.item() == pytest.approx(CLIP_INIT_LOGIT_SCALE)
     assert model.scale().item() == pytest.approx(1 / 0.07, rel=1e-5)
@@ -140,7 +140,8 @@ def test_trainable_parameter_count_matches_formula(model):
 
 def test_trainable_text_tower_gets_gradients_and_is_saved(tiny_clip):
     torch.manual_seed(0)
-    model = create_retrieval_model(TINY_CLIP_JSON, tiny_clip[1], side_dim=SIDE_DIM, train_text=True)
+    model = create_retrieval_model(TINY_CLIP_JSON, tiny_clip[1], side_dim=SIDE_DIM, train_text=True,
+                                   sim_header="meanP")
     text_params = list(model.text_tower.parameters())
     assert all(p.requires_grad for p in text_params)
     assert count_parameters(model) == count_parameters(model.side) + 1 + sum(p.numel() for p in text_params)
@@ -233,3 +234,21 @@ def test_logit_scale_can_start_from_the_weight_file(tiny_clip):
     with torch.no_grad():
         model.logit_scale.fill_(10.0)
     assert model.scale().item() == pytest.approx(100.0) and math.isfinite(model.scale().item())
+
+
+def test_wti_head_trains_with_the_side_network_and_the_engine_call_equals_encode_video(tiny_clip):
+    torch.manual_seed(0)
+    model = create_retrieval_model(TINY_CLIP_JSON, tiny_clip[1], side_dim=SIDE_DIM)   # sim_header wti
+    e = 32                                                                           # tiny_clip.json embed_dim
+    assert count_parameters(model) == count_parameters(model.side) + 1 + 2 * (e * e + e + e + 1)
+    assert {k.split(".")[0] for k in model.state_dict()} == {"side", "wti", "logit_scale"}
+    frames = _frames(2, 4, seed=3)
+    outputs = model(model_inputs(model.backbone, model, frames))     # what the training step calls
+    torch.testing.assert_close(outputs.frames, model.encode_video(frames), rtol=0, atol=0)
+    assert outputs.model is model and outputs.logit_scale.item() == pytest.approx(1 / 0.07, rel=1e-5)
+    tokens, mask = model.tokenize(CAPTIONS[:3])
+    sentence, words = model.encode_text(tokens, mask)
+    sims = model.similarity(sentence, words, mask, outputs.frames)
+    assert sims.shape == (3, 2)
+    sims.sum().backward()
+    assert all(p.grad is not None for p in model.wti.parameters())
