@@ -130,7 +130,7 @@ class TensorBoard:
 
 
 def plot_curves(metrics_path: str | Path, out_path: str | Path) -> None:
-    """Training loss and validation top-1/top-5 per epoch from ``metrics.jsonl``."""
+    """Training loss and validation top-1/top-5 (retrieval: text→video R@1/R@5) per epoch from ``metrics.jsonl``."""
     rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
     if not rows:
         return
@@ -142,12 +142,13 @@ def plot_curves(metrics_path: str | Path, out_path: str | Path) -> None:
     left.plot(epochs, [r["train_loss"] for r in rows], marker="o")
     left.set_xlabel("epoch")
     left.set_ylabel("train loss")
-    for key in ("val_top1", "val_top5"):
+    # recognition: top-1/top-5; retrieval: R@1/R@5 of text→video
+    for key in ("val_top1", "val_top5", "val_t2v_R1", "val_t2v_R5"):
         points = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
         if points:
             right.plot(*zip(*points), marker="o", label=key)
     right.set_xlabel("epoch")
-    right.set_ylabel("accuracy (%)")
+    right.set_ylabel("percent")
     right.legend()
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)

@@ -26,7 +26,7 @@ from ..errors import ConfigError
 from ..models.inputs import SideInputs
 from ..models.side_network import SideNetwork
 
-__all__ = ["RetrievalSideNetwork", "ClassTokenHead"]
+__all__ = ["RetrievalSideNetwork", "ClassTokenHead", "FrameTransformer"]
 
 
 class RetrievalSideNetwork(SideNetwork):
@@ -103,3 +103,29 @@ class ClassTokenHead:
                 if visual.proj is not None:
                     x = x @ visual.proj
         return x.float().reshape(*lead, -1)
+
+
+class FrameTransformer(nn.Module):
+    """CLIP4Clip's ``seqTransf`` baseline for retrieval: a transformer over the frozen frame embeddings.
+
+    ``forward(frames [B, T, E]) -> [B, T, E]``: ``x + proj(transformer(x + pos))`` with the output projection
+    zero-initialised, so an untrained head gives frozen CLIP's frame embeddings (as the side network does). It sees
+    only the final embeddings of the frames, never their tokens: the comparison of the toy table (BENCHMARKS.md).
+    """
+
+    def __init__(self, embed_dim: int, max_frames: int = 32, layers: int = 2, heads: int | None = None):
+        super().__init__()
+        heads = heads or max(embed_dim // 64, 1)
+        self.frame_pos = nn.Parameter(torch.empty(max_frames, embed_dim).normal_(std=0.01))
+        layer = nn.TransformerEncoderLayer(embed_dim, heads, dim_feedforward=4 * embed_dim, dropout=0.0,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.out = nn.Linear(embed_dim, embed_dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        t = frames.shape[1]
+        if t > self.frame_pos.shape[0]:
+            raise ValueError(f"clip has {t} frames; the head was built for at most {self.frame_pos.shape[0]}")
+        return frames + self.out(self.transformer(frames + self.frame_pos[:t]))

@@ -23,7 +23,7 @@ from torch import nn
 from ..backbones import create_backbone
 from ..backbones.frozen import FrozenEncoder
 from ..models.inputs import SideInputs
-from .head import ClassTokenHead, RetrievalSideNetwork
+from .head import ClassTokenHead, FrameTransformer, RetrievalSideNetwork
 from .similarity import WeightedTokenInteraction, mean_pooled_similarity
 from .text import FrozenTextTower, create_text_tower
 
@@ -31,6 +31,7 @@ __all__ = ["CLIP_INIT_LOGIT_SCALE", "MAX_LOGIT_SCALE", "FrozenTowers", "Retrieva
            "create_retrieval_model"]
 
 SIM_HEADERS = ("wti", "meanP")
+VIDEO_HEADS = ("side4video", "temporal_transformer")
 CLIP_INIT_LOGIT_SCALE = math.log(1 / 0.07)   # CLIP's initial temperature, ln(1/0.07)
 MAX_LOGIT_SCALE = math.log(100)              # the reference clamps the learned scale at ln 100
 
@@ -63,18 +64,31 @@ class RetrievalModel(nn.Module):
         max_words: default caption length for :meth:`tokenize` (the reference: 32).
         sim_header: ``wti`` (DRL's weighted token interaction, the reference's ``--interaction wti``; its weight
             networks train with the side network) or ``meanP`` (cosine of the mean frame embedding).
+        video_head: ``side4video`` (the side network, the reference) or ``temporal_transformer`` (a baseline:
+            :class:`~side4video.retrieval.head.FrameTransformer` over the frozen frame embeddings, CLIP4Clip's
+            ``seqTransf``; no side network).
         side_options: keyword arguments of :class:`RetrievalSideNetwork` (e.g. ``side_dim=320``).
     """
 
     def __init__(self, backbone: FrozenEncoder, text_tower: FrozenTextTower, side: RetrievalSideNetwork | None = None,
                  *, logit_scale_init: float | str = CLIP_INIT_LOGIT_SCALE, max_words: int = 32,
-                 sim_header: str = "wti", **side_options: Any):
+                 sim_header: str = "wti", video_head: str = "side4video", **side_options: Any):
         super().__init__()
+        if video_head not in VIDEO_HEADS:
+            raise ValueError(f"video_head must be one of {', '.join(VIDEO_HEADS)}, got {video_head!r}")
         if sim_header not in SIM_HEADERS:
             raise ValueError(f"sim_header must be one of {', '.join(SIM_HEADERS)}, got {sim_header!r}")
         if side is not None and side_options:
             raise ValueError(f"side options {sorted(side_options)} given with a ready side network")
-        self.side = side if side is not None else RetrievalSideNetwork(backbone.info, **side_options)
+        self.video_head = video_head
+        if video_head == "temporal_transformer":
+            # the baseline reads only the frozen last layer's class tokens (its frame embeddings)
+            self.side = None
+            self.frame_transformer = FrameTransformer(backbone.info.embed_dim,
+                                                      max_frames=int(side_options.pop("max_frames", 32)))
+        else:
+            self.side = side if side is not None else RetrievalSideNetwork(backbone.info, **side_options)
+            self.frame_transformer = None
         self.image_head = ClassTokenHead(backbone)
         self.frozen = FrozenTowers(backbone, None if text_tower.trainable else text_tower)
         # a trainable text tower is a registered submodule: it trains and is saved with the model
@@ -90,7 +104,8 @@ class RetrievalModel(nn.Module):
         self.wti = WeightedTokenInteraction(backbone.info.embed_dim) if sim_header == "wti" else None
         last = backbone.info.num_layers - 1
         # the side layers, and the last layer whose class token the side output is added to
-        self.tap_layers = sorted({*self.side.backbone_layers, last})
+        side_layers = self.side.backbone_layers if self.side is not None else []
+        self.tap_layers = sorted({*side_layers, last})
 
     # -- parts --------------------------------------------------------------------------------------------
     @property
@@ -137,11 +152,13 @@ class RetrievalModel(nn.Module):
     def embed_frames(self, inputs: SideInputs) -> torch.Tensor:
         """Taps of :attr:`backbone_layers` → frame embeddings ``[B, T, D]`` (fp32, not L2-normalised)."""
         b, t = inputs.batch_size, inputs.num_frames
+        cls_tokens = inputs.cls_tokens[inputs.layers.index(self.tap_layers[-1])].reshape(b, t, -1)
+        if self.frame_transformer is not None:
+            return self.frame_transformer(self.image_head(cls_tokens))
         picked = [inputs.layers.index(layer) for layer in self.side.backbone_layers]
         side_inputs = SideInputs(inputs.frames, [inputs.cls_tokens[i] for i in picked],
                                  [inputs.patch_tokens[i] for i in picked], list(self.side.backbone_layers), None, t)
         residual = self.side(side_inputs)                                          # [B, T, W]
-        cls_tokens = inputs.cls_tokens[inputs.layers.index(self.tap_layers[-1])].reshape(b, t, -1)
         return self.image_head(cls_tokens.to(residual.dtype) + residual)          # [B, T, D]
 
     def encode_video(self, frames: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:

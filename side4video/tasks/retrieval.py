@@ -28,14 +28,19 @@ from ..retrieval.annotations import SPLIT_READERS, CaptionSet, read_caption_line
 from ..retrieval.data import TEST_SAMPLING, CaptionedClips, RetrievalVideos, collate_captioned, collate_videos
 from ..retrieval.loss import gather_with_grad, symmetric_contrastive_loss
 from ..retrieval.metrics import multi_caption_metrics, retrieval_metrics
-from ..retrieval.model import CLIP_INIT_LOGIT_SCALE, MAX_LOGIT_SCALE, SIM_HEADERS, RetrievalModel, RetrievalOutputs
+from ..retrieval.model import (
+    CLIP_INIT_LOGIT_SCALE,
+    MAX_LOGIT_SCALE,
+    SIM_HEADERS,
+    VIDEO_HEADS,
+    RetrievalModel,
+    RetrievalOutputs,
+)
 from ..retrieval.text import create_text_tower
 from .base import TASKS, Evaluation, Task, TrainBatch
 from .views import autocast_context
 
 DATASETS = ("msrvtt", "msvd", "vatex", "didemo", "activitynet", "jsonl")
-SIDE_OPTIONS = ("side_dim", "layers", "norm", "tap_norm", "head_norm", "fusion_weight", "temporal_module",
-                "side_modules", "mlp_ratio", "drop_path", "grad_checkpointing", "recompute", "sync_bn")
 
 
 def read_captions(data_cfg: Any, split: str) -> CaptionSet:
@@ -64,13 +69,16 @@ class RetrievalTask(Task):
         logit_scale_init: the temperature's start (CLIP's ln(1/0.07)) or ``pretrained`` (the weight file's).
         train_text: train the text tower too (the reference does, at ``text_lr_mult`` × lr through
             ``solver.lr_mult``); costs the text tower's activations and gradients.
+        video_head: ``side4video`` (the side network) or ``temporal_transformer`` (a baseline over the frozen
+            frame embeddings, CLIP4Clip's ``seqTransf``; ``network.*`` side options then do not apply).
     """
 
     name = "retrieval"
     monitor = "t2v_R1"
 
     def __init__(self, sim_header: str = "wti", text_chunk: int = 256,
-                 logit_scale_init: float | str = CLIP_INIT_LOGIT_SCALE, train_text: bool = False):
+                 logit_scale_init: float | str = CLIP_INIT_LOGIT_SCALE, train_text: bool = False,
+                 video_head: str = "side4video"):
         if sim_header not in SIM_HEADERS:
             raise ConfigError(f"task 'retrieval': sim_header must be one of {', '.join(SIM_HEADERS)}, got "
                               f"{sim_header!r}")
@@ -78,6 +86,10 @@ class RetrievalTask(Task):
         self.text_chunk = int(text_chunk)
         self.logit_scale_init = logit_scale_init
         self.train_text = bool(train_text)
+        if video_head not in VIDEO_HEADS:
+            raise ConfigError(f"task 'retrieval': video_head must be one of {', '.join(VIDEO_HEADS)}, got "
+                              f"{video_head!r}")
+        self.video_head = video_head
         self.val_captions: CaptionSet | None = None
 
     # -- what the engine builds through the task -------------------------------------------------------------
@@ -88,6 +100,10 @@ class RetrievalTask(Task):
         text = create_text_tower(net.arch, net.pretrained, precision=net.backbone_precision,
                                  trainable=self.train_text, quick_gelu=net.quick_gelu,
                                  pretrained_dir=net.pretrained_dir or None)
+        if self.video_head == "temporal_transformer":
+            return RetrievalModel(backbone, text, logit_scale_init=self.logit_scale_init,
+                                  max_words=int(cfg.data.max_words), sim_header=self.sim_header,
+                                  video_head=self.video_head, max_frames=int(cfg.data.max_frames))
         options = dict(side_dim=net.side_dim, layers=net.side_layers, norm=net.side_norm, tap_norm=net.tap_norm,
                        head_norm=True if net.head_norm is None else net.head_norm, fusion_weight=net.fusion_weight,
                        temporal_module=net.temporal_module, side_modules=[dict(m) for m in net.side_modules],

@@ -252,3 +252,16 @@ def test_wti_head_trains_with_the_side_network_and_the_engine_call_equals_encode
     assert sims.shape == (3, 2)
     sims.sum().backward()
     assert all(p.grad is not None for p in model.wti.parameters())
+
+
+def test_temporal_transformer_baseline_starts_as_frozen_clip_and_sees_only_frame_embeddings(tiny_clip):
+    torch.manual_seed(0)
+    model = create_retrieval_model(TINY_CLIP_JSON, tiny_clip[1], sim_header="meanP",
+                                   video_head="temporal_transformer", max_frames=8)
+    assert model.side is None and model.tap_layers == [3]          # only the last layer's class token
+    assert {k.split(".")[0] for k in model.state_dict()} == {"frame_transformer", "logit_scale"}
+    frames = _frames()
+    torch.testing.assert_close(model.encode_video(frames), _frozen_clip_frames(tiny_clip[0], frames),
+                               rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="video_head must be one of"):
+        create_retrieval_model(TINY_CLIP_JSON, tiny_clip[1], video_head="lstm")
