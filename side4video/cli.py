@@ -33,6 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("side4video.tools.demo", "the CPU demo on the toy dataset"),
     "toy-data": ("side4video.data.toy", "write the toy temporal dataset"),
     "make-tiny-backbone": ("side4video.tools.make_tiny_backbone", "random weights for a tiny backbone config"),
+    "extract-retrieval": ("side4video.tools.retrieval_index", "retrieval: video and caption embeddings of a "
+                                                               "checkpoint (resumable), and evaluation from them"),
+    "search": ("side4video.tools.search", "retrieval: the videos of an extracted index that best match a text"),
+    "retrieval-data": ("side4video.retrieval.toy", "write the toy text-video retrieval dataset (MSR-VTT layout)"),
     "export": ("side4video.tools.export", "a checkpoint as one ONNX or torch.export graph (clip or stream), validated"),
 }
 

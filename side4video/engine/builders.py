@@ -13,6 +13,7 @@ from ..backbones import FrozenEncoder, backbone_identity, create_backbone
 from ..config import load_config
 from ..errors import CheckpointError, ConfigError
 from ..models import create_model_from_config, official
+from ..retrieval.official import convert_official_retrieval_checkpoint, is_official_retrieval_checkpoint
 from ..tasks import create_task
 from .checkpoint import check_backbone_identity, load_checkpoint, trainable_state_dict
 
@@ -58,10 +59,17 @@ def model_from_config(cfg, backbone: FrozenEncoder, seed: int | None = None) -> 
     return model if model is not None else create_model_from_config(cfg, backbone.info)
 
 
-def read_trainable_checkpoint(path: str | Path, backbone: FrozenEncoder | None = None) -> dict[str, Any]:
-    """A checkpoint of this toolkit, or one written by the official Side4Video code (converted on the fly, its
-    backbone tensors compared with ``backbone``), as ``{"model": state_dict, ...}``."""
+def read_trainable_checkpoint(path: str | Path, backbone: FrozenEncoder | None = None,
+                              text_tower=None) -> dict[str, Any]:
+    """A checkpoint of this toolkit, or one written by the official Side4Video code (recognition or retrieval;
+    converted on the fly, its backbone tensors compared with ``backbone`` and, for retrieval, ``text_tower``), as
+    ``{"model": state_dict, ...}``."""
     checkpoint = load_checkpoint(path)
+    if is_official_retrieval_checkpoint(checkpoint):
+        if backbone is None:
+            raise CheckpointError(f"{path} is an official Side4Video retrieval checkpoint; it needs the backbone to "
+                                  "convert")
+        return convert_official_retrieval_checkpoint(checkpoint, backbone, source=path, text_tower=text_tower)
     if official.is_official_checkpoint(checkpoint):
         if backbone is None:
             raise CheckpointError(f"{path} is an official Side4Video checkpoint; it needs the backbone to convert")
@@ -77,7 +85,7 @@ def load_trainable_weights(model: nn.Module, path: str | Path, backbone: FrozenE
     A checkpoint trained with other backbone weights (same architecture) is refused unless
     ``allow_other_weights``; then the difference is logged and recorded as ``checkpoint["other_backbone"]``."""
     if checkpoint is None:
-        checkpoint = read_trainable_checkpoint(path, backbone)
+        checkpoint = read_trainable_checkpoint(path, backbone, getattr(model, "text_tower", None))
     difference = check_backbone_identity(checkpoint, backbone_identity(backbone), path,
                                          allow_other_weights=allow_other_weights)
     if difference:

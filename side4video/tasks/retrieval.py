@@ -71,6 +71,9 @@ class RetrievalTask(Task):
             ``solver.lr_mult``); costs the text tower's activations and gradients.
         video_head: ``side4video`` (the side network) or ``temporal_transformer`` (a baseline over the frozen
             frame embeddings, CLIP4Clip's ``seqTransf``; ``network.*`` side options then do not apply).
+        dsl: also report dual-softmax re-ranked metrics (``dsl_t2v_*``, ``dsl_v2t_*``): each score multiplied by
+            the softmax of the scores over the other side's queries at temperature 1/``dsl_scale``. It uses every
+            test query at once (a transductive post-process), so it is a separate line, never the main numbers.
     """
 
     name = "retrieval"
@@ -78,7 +81,7 @@ class RetrievalTask(Task):
 
     def __init__(self, sim_header: str = "wti", text_chunk: int = 256,
                  logit_scale_init: float | str = CLIP_INIT_LOGIT_SCALE, train_text: bool = False,
-                 video_head: str = "side4video"):
+                 video_head: str = "side4video", dsl: bool = False, dsl_scale: float = 100.0):
         if sim_header not in SIM_HEADERS:
             raise ConfigError(f"task 'retrieval': sim_header must be one of {', '.join(SIM_HEADERS)}, got "
                               f"{sim_header!r}")
@@ -90,6 +93,7 @@ class RetrievalTask(Task):
             raise ConfigError(f"task 'retrieval': video_head must be one of {', '.join(VIDEO_HEADS)}, got "
                               f"{video_head!r}")
         self.video_head = video_head
+        self.dsl, self.dsl_scale = bool(dsl), float(dsl_scale)
         self.val_captions: CaptionSet | None = None
 
     # -- what the engine builds through the task -------------------------------------------------------------
@@ -206,11 +210,29 @@ class RetrievalTask(Task):
             result = {"text_to_video": retrieval_metrics(similarity), "video_to_text": retrieval_metrics(similarity.T)}
         metrics: dict[str, Any] = {f"t2v_{k}": float(v) for k, v in result["text_to_video"].items()}
         metrics.update({f"v2t_{k}": float(v) for k, v in result["video_to_text"].items()})
+        if self.dsl:   # opt-in, reported apart: re-ranking that looks at every query of the test set
+            for key, value in self.dsl_metrics(similarity, captions).items():
+                metrics[f"dsl_{key}"] = value
         metrics.update(num_videos=len(captions.videos), num_captions=len(captions.captions), unreadable=unreadable,
                        multi_caption=captions.multi_caption)
         return Evaluation(metrics=metrics, details={"similarity": similarity, "captions": captions,
                                                     "text_to_video": result["text_to_video"],
                                                     "video_to_text": result["video_to_text"]})
+
+    def dsl_metrics(self, similarity: torch.Tensor, captions: CaptionSet) -> dict[str, float]:
+        """Dual-softmax re-ranking: text→video scores ``s · softmax_texts(s · dsl_scale)`` (each video's scores
+        normalised over the captions), video→text ``s · softmax_videos(s · dsl_scale)``."""
+        sim = similarity.double()
+        t2v = sim * torch.softmax(sim * self.dsl_scale, dim=0)
+        v2t = sim * torch.softmax(sim * self.dsl_scale, dim=1)
+        if captions.multi_caption:
+            index = torch.tensor(captions.caption_video)
+            forward = multi_caption_metrics(t2v, index)["text_to_video"]
+            backward = multi_caption_metrics(v2t, index)["video_to_text"]
+        else:
+            forward, backward = retrieval_metrics(t2v), retrieval_metrics(v2t.T)
+        return {**{f"t2v_{k}": float(v) for k, v in forward.items()},
+                **{f"v2t_{k}": float(v) for k, v in backward.items()}}
 
     def write_evaluation(self, evaluation: Evaluation, out_dir: Path, *, class_names: Sequence[str] = (),
                          prefix: str = "") -> None:

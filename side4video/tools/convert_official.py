@@ -10,7 +10,9 @@ compared with the frozen backbone, the result is loaded into the model the confi
 here, not later), and ``converted.pt`` is written with the trainable weights, the config and the backbone's
 identity: ``test.py --weights converted.pt`` and ``tools.predict --weights converted.pt`` then need neither a
 conversion nor ``--config``; ``pretrain: converted.pt`` starts a training run from it. The official optimizer
-state is not carried over (``resume:`` takes this toolkit's own training checkpoints only).
+state is not carried over (``resume:`` takes this toolkit's own training checkpoints only). An official retrieval
+checkpoint (``Retrieval/``'s ``pytorch_model.bin.N``) converts the same way for a config with
+``task: {type: retrieval}`` (key mapping: ``side4video/retrieval/official.py``).
 Key mapping and tolerances: ``side4video/models/official.py``.
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ..engine.checkpoint import load_checkpoint
 from ..errors import CheckpointError
 from ..files import atomic_save
 from ..models import official
+from ..retrieval.official import convert_official_retrieval_checkpoint, is_official_retrieval_checkpoint
 from .common import add_config_arguments, load_tool_config, run_command
 
 
@@ -36,6 +39,18 @@ def convert_official(checkpoint: str | Path, cfg, out: str | Path) -> dict[str, 
     if out.resolve() == checkpoint.resolve():
         raise CheckpointError(f"--out {out} is the official checkpoint itself; write the conversion elsewhere")
     raw = load_checkpoint(checkpoint)
+    if is_official_retrieval_checkpoint(raw):   # Retrieval/'s pytorch_model.bin.N: the model the config builds first
+        backbone = backbone_from_config(cfg, "cpu")
+        model = model_from_config(cfg, backbone)
+        converted = convert_official_retrieval_checkpoint(raw, backbone, source=checkpoint,
+                                                          text_tower=getattr(model, "text_tower", None))
+        del raw
+        load_trainable_weights(model, checkpoint, backbone, cfg, checkpoint=converted)
+        plain = to_plain_dict(cfg)
+        plain.pop("config_path", None)
+        written = {**converted, "config": plain}
+        atomic_save(written, out)
+        return written
     if not official.is_official_checkpoint(raw):
         raise CheckpointError(f"{checkpoint} is not an official Side4Video checkpoint (no 'model_state_dict' with "
                               "visual.side_* tensors); it needs no conversion")
@@ -65,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_tool_config(args.config, args.opts)
         written = convert_official(args.checkpoint, cfg, args.out)
         details = written["official"]
+        if written.get("task") == "retrieval":
+            print(f"{args.checkpoint} -> {args.out}: official Side4Video retrieval checkpoint converted for "
+                  f"{cfg.network.arch}")
+            return 0
         print(f"{args.checkpoint} -> {args.out}: {details['family'].upper()} side network, width "
               f"{details['side_dim']}, {details['num_blocks']} blocks, {details['num_classes']} classes, "
               f"{details['backbone_tensors_compared']} backbone tensors checked against {cfg.network.arch}")
