@@ -34,7 +34,9 @@ class SavedTensorMeter:
         elif pointer not in self.storages:
             self.storages[pointer] = storage.nbytes()
             self.on_new_storage(tensor, storage.nbytes())
-        return tensor
+        # detached: returning the tensor itself makes a reference cycle through its grad_fn that Python cannot
+        # collect when the graph is never run backward (saved-bytes-only measurements leak every graph)
+        return tensor.detach()
 
     def on_new_storage(self, tensor: torch.Tensor, nbytes: int) -> None:
         """Called once for each newly counted storage."""
