@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(1, str(ROOT))
 
 from memory_speed.meters import RecordingMeter  # noqa: E402
+from memory_speed.report import cpu_model  # noqa: E402
 
 from side4video.backbones import create_backbone  # noqa: E402
 from side4video.backbones.frozen import FrozenEncoder  # noqa: E402
@@ -220,20 +221,6 @@ def build_method(name: str, towers: Towers, *, side_dim: int = 320, sim_header: 
     return Method(name, label, model, exclude, names)
 
 
-class DetachingMeter(RecordingMeter):
-    """The exact meter, whose pack hook stores the tensor detached (the same storage; the count is the meter's).
-
-    ``SavedTensorMeter.pack`` returns the tensor itself. For a saved *output* that tensor's ``grad_fn`` owns the
-    saved variable that now owns the tensor: a reference cycle through C++ that ``gc`` cannot break, released
-    only by a backward (pytorch/pytorch#189025). Measuring forwards without a backward, as here, would keep every
-    measured graph alive (about the saved bytes again on each measurement: B/16 ran out of 24 GB). Detaching is
-    what PyTorch's own hook examples do and is lossless for backward (autograd restores the ``grad_fn`` on
-    unpack)."""
-
-    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
-        return super().pack(tensor).detach()
-
-
 def random_batch(towers: Towers, batch: int, frames: int, seed: int = 0) -> tuple[torch.Tensor, list[str]]:
     """Normalised-looking clips ``[B, T, 3, H, W]`` and one caption per clip (the same for every method)."""
     size = towers.backbone.info.image_size
@@ -256,7 +243,7 @@ def measure(method: Method, towers: Towers, clips: torch.Tensor, captions: list[
     b = clips.shape[0]
     batch = task.train_batch({"caption_index": torch.arange(b), "video": torch.arange(b), "captions": captions},
                              clips, None, clips.device)
-    meter = DetachingMeter(method.exclude, module_stack=[], record=record)
+    meter = RecordingMeter(method.exclude, module_stack=[], record=record)
 
     def forward(inputs: SideInputs) -> RetrievalOutputs:
         with autocast(clips.device, precision):
@@ -272,13 +259,14 @@ def measure(method: Method, towers: Towers, clips: torch.Tensor, captions: list[
     if record:
         result["by_module"] = group_by_module(meter.records.values())
     if backward:
-        loss.backward()
+        # which parameters the loss's gradient reaches (a check of the setup, not a training step: nothing is
+        # accumulated into .grad, no optimizer runs; frozen parameters cannot be reached unless they require grad)
         trainable = [p for p in method.model.parameters() if p.requires_grad]
-        result["grad_reached"] = sum(p.grad is not None for p in trainable)
+        grads = torch.autograd.grad(loss, trainable, allow_unused=True)
+        result["grad_reached"] = sum(g is not None for g in grads)
         result["grad_trainable"] = len(trainable)
         frozen = [*towers.backbone.model.parameters(), *towers.text.model.parameters()]
-        result["grad_frozen"] = sum(p.grad is not None for p in frozen)
-        method.model.zero_grad(set_to_none=True)
+        result["grad_frozen"] = sum(p.requires_grad for p in frozen)
     del loss
     return result
 
@@ -343,14 +331,7 @@ def measure_arch(arch: str, *, frames: int = 12, batch: int = 2, methods: Sequen
 # ------------------------------------------------------------------------------------------------------------------
 def environment() -> dict[str, str]:
     import open_clip
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model(platform.processor() or platform.machine())
     try:
         date = subprocess.run(["date"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):

@@ -31,6 +31,17 @@ GOALS = [
 ]
 
 
+def cpu_model(default: str) -> str:
+    """The CPU's model name from /proc/cpuinfo, else ``default`` (no /proc: another OS)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return default
+
+
 def environment(cfg: dict[str, Any], argv: list[str]) -> dict[str, Any]:
     """Machine, versions, command and start time of the run."""
     versions = {}
@@ -43,14 +54,7 @@ def environment(cfg: dict[str, Any], argv: list[str]) -> dict[str, Any]:
     if device.type == "cuda":
         machine = f"GPU {torch.cuda.get_device_name(device)}"
     else:
-        cpu = platform.processor() or ""
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
+        cpu = cpu_model(platform.processor() or "")
         machine = f"CPU {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
     try:
         load = os.getloadavg()

@@ -1,12 +1,14 @@
 """Engine pieces without training runs: optimizer groups, schedules, checkpoints, view averaging, metrics."""
 from __future__ import annotations
 
+import gc
 import math
 import os
 import random
 import shutil
 import sys
 import sysconfig
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from side4video.backbones.frozen import BackboneInfo
 from side4video.config import load_config
 from side4video.engine.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from side4video.engine.distributed import prepare_accelerator_env
+from side4video.engine.memory import SavedTensorMeter
 from side4video.engine.optim import lr_factor_fn, param_groups
 from side4video.files import atomic_save
 from side4video.models import create_model
@@ -198,3 +201,25 @@ def test_the_deepspeed_adapter_names_exist_in_the_installed_deepspeed():
     for public in ("zero_optimization", "zero_load_from_fp32_weights", "fp16_enabled", "bfloat16_enabled",
                    "is_gradient_accumulation_boundary", "get_lr"):
         assert callable(getattr(DeepSpeedEngine, public, None)), public
+
+
+def test_a_measured_forward_without_backward_leaves_no_graph_alive():
+    """The saved-bytes meter must not tie a saved output to its own grad_fn (an uncollectable cycle): a forward that
+    is measured and never run backward is freed as soon as it is dropped, and the count and gradients stay exact."""
+    layer = torch.nn.Linear(8, 8)
+    x = torch.randn(4, 8, requires_grad=True)
+    meter = SavedTensorMeter.excluding(layer)
+    with meter.hooks():
+        out = torch.sigmoid(layer(x))        # sigmoid saves its own output
+    alive = weakref.ref(out)
+    assert meter.bytes == 2 * 4 * 8 * 4     # x (for the weight's gradient) and the sigmoid output, fp32
+    del out
+    gc.collect()
+    assert alive() is None
+    with meter.hooks():
+        loss = torch.sigmoid(layer(x)).sum()
+    loss.backward()
+    measured = x.grad.clone()
+    x.grad = None
+    torch.sigmoid(layer(x)).sum().backward()
+    assert torch.equal(measured, x.grad)
