@@ -88,6 +88,28 @@ def write_toy_config(path: Path, data: Path, **overrides) -> Path:
     return path
 
 
+def write_toy_retrieval_config(root: Path, *, train_videos: int, epochs: int) -> tuple[Path, dict]:
+    """A small toy retrieval dataset under ``root`` (frame folders, 64 test videos) and
+    configs/toy/toy_retrieval_msrvtt.yaml pointed at it: the first ``train_videos`` training videos (3 captions
+    each), 4 frames, side width 32, ``epochs`` epochs. Returns the config's path and the dataset's paths."""
+    import yaml
+
+    from side4video.retrieval.toy import generate_toy_retrieval
+    info = generate_toy_retrieval(root, train_per_pair=1, frames=8, formats=["frames"], workers=1)
+    train_csv = root / f"train{train_videos}.csv"
+    lines = (root / "msrvtt_data" / "MSRVTT_train.9k.csv").read_text().splitlines()
+    train_csv.write_text("\n".join(lines[:train_videos + 1]) + "\n")          # the header + train_videos videos
+    cfg = yaml.safe_load((REPO / "configs/toy/toy_retrieval_msrvtt.yaml").read_text())
+    cfg["data"].update(train_csv=str(train_csv), val_csv=info["val_csv"], data_path=info["data_path"],
+                       features_path=info["frames"], image_tmpl="{:05d}.jpg", max_frames=4, workers=0)
+    cfg["network"].update(pretrained=info["weights"], side_dim=32)
+    cfg["solver"].update(epochs=epochs, lr_warmup_step=0.5)
+    cfg["logging"].update(progress=False, tensorboard=False)
+    path = root / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path, info
+
+
 # An in-process train/test run (setup_distributed) leaves these in os.environ with its port still bound for the
 # rest of the session: a child process that inherited them would try to listen on that port again.
 DISTRIBUTED_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")

@@ -94,17 +94,9 @@ def run_test(cfg, weights: str | Path, *, test_crops: int | None = None, test_cl
     trained_data = (trained_config or {}).get("data")
     out_dir = Path(output) if output else default_test_dir(weights, protocol, dense=dense, average=average,
                                                            data=data_key(cfg.data, trained_data))
-    backbone = backbone_from_config(cfg, dist.device)
-    model = model_from_config(cfg, backbone)
-    log = setup_logging(None, dist.is_main, keep_for_file=True)   # the conversion's lines go into test.log too
-    checkpoint = load_trainable_weights(model, weights, backbone, cfg, allow_other_weights=allow_other_backbone,
-                                        log=log)
-    log = setup_logging(out_dir, dist.is_main, "test.log")
-    model.to(dist.device).eval()
-    loader = create_loader(dataset, batch_size=int(batch_size or cfg.data.batch_size),
-                           sampler=ShardedEvalSampler(len(dataset), dist.world_size, dist.rank),
-                           num_workers=int(cfg.data.workers), collate_fn=assembler.collate_fn(False) or collate_eval,
-                           pin_memory=dist.device.type == "cuda", persistent_workers=False)
+    backbone, model, checkpoint, log, loader = _prepare_test(
+        cfg, weights, dist, out_dir, dataset, assembler.collate_fn(False) or collate_eval, batch_size=batch_size,
+        allow_other_backbone=allow_other_backbone)
     log.info(f"testing {weights} on {len(dataset)} videos, protocol {protocol} (frames x crops x clips), "
              f"{dist.world_size} process(es)")
     start = time.time()
@@ -157,6 +149,25 @@ RETRIEVAL_IDENTITY_KEYS = ("dataset", "val_csv", "data_path", "features_path", "
                            "slice_framepos", "input_size", "image_tmpl", "video_backend")
 
 
+def _prepare_test(cfg, weights: str | Path, dist, out_dir: Path, dataset, collate, *, batch_size: int | None,
+                  allow_other_backbone: bool):
+    """What every test run needs before it scores: the backbone and the model with the checkpoint's weights (loaded
+    before ``out_dir`` exists, so a refused checkpoint leaves nothing behind; its log lines still reach
+    ``test.log``), the log, and the evaluation loader sharded over processes."""
+    backbone = backbone_from_config(cfg, dist.device)
+    model = model_from_config(cfg, backbone)
+    log = setup_logging(None, dist.is_main, keep_for_file=True)   # the conversion's lines go into test.log too
+    checkpoint = load_trainable_weights(model, weights, backbone, cfg, allow_other_weights=allow_other_backbone,
+                                        log=log)
+    log = setup_logging(out_dir, dist.is_main, "test.log")
+    model.to(dist.device).eval()
+    loader = create_loader(dataset, batch_size=int(batch_size or cfg.data.batch_size),
+                           sampler=ShardedEvalSampler(len(dataset), dist.world_size, dist.rank),
+                           num_workers=int(cfg.data.workers), collate_fn=collate,
+                           pin_memory=dist.device.type == "cuda", persistent_workers=False)
+    return backbone, model, checkpoint, log, loader
+
+
 def _run_task_test(cfg, weights: str | Path, task, dataset, collate, dist, *, batch_size: int | None,
                    output: str | Path | None, allow_other_backbone: bool,
                    trained_config: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -167,17 +178,9 @@ def _run_task_test(cfg, weights: str | Path, task, dataset, collate, dist, *, ba
     changed = trained_config is not None and trained != identity
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
     out_dir = Path(output) if output else default_test_dir(weights, task.name, data=digest if changed else None)
-    backbone = backbone_from_config(cfg, dist.device)
-    model = model_from_config(cfg, backbone)
-    log = setup_logging(None, dist.is_main, keep_for_file=True)
-    checkpoint = load_trainable_weights(model, weights, backbone, cfg, allow_other_weights=allow_other_backbone,
-                                        log=log)
-    log = setup_logging(out_dir, dist.is_main, "test.log")
-    model.to(dist.device).eval()
-    loader = create_loader(dataset, batch_size=int(batch_size or cfg.data.batch_size),
-                           sampler=ShardedEvalSampler(len(dataset), dist.world_size, dist.rank),
-                           num_workers=int(cfg.data.workers), collate_fn=collate,
-                           pin_memory=dist.device.type == "cuda", persistent_workers=False)
+    backbone, model, checkpoint, log, loader = _prepare_test(cfg, weights, dist, out_dir, dataset, collate,
+                                                             batch_size=batch_size,
+                                                             allow_other_backbone=allow_other_backbone)
     log.info(f"testing {weights} ({task.name}) on {len(dataset)} videos, {dist.world_size} process(es)")
     start = time.time()
     evaluation = task.evaluate(backbone, model, loader, device=dist.device, mean=cfg.data.mean, std=cfg.data.std,

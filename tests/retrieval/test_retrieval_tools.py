@@ -9,13 +9,11 @@ import shutil
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from side4video.retrieval.similarity import mean_pooled_similarity
-from side4video.retrieval.toy import generate_toy_retrieval
 from side4video.tools import retrieval_index, search
 from side4video.tools.search import VideoSearch
-from tests.support import REPO, run_script
+from tests.support import run_script, write_toy_retrieval_config
 
 pytestmark = pytest.mark.slow
 
@@ -26,18 +24,7 @@ SHARD_SIZE = "32"   # 64 test videos: 2 shards, each a multiple of the batch siz
 def trained(tmp_path_factory):
     """A toy (16 training videos, 64 test videos, 4 frames), one epoch of training, and test.py on its checkpoint."""
     root = tmp_path_factory.mktemp("retrieval_tools")
-    info = generate_toy_retrieval(root, train_per_pair=1, frames=8, formats=["frames"], workers=1)
-    train_csv = root / "train16.csv"
-    lines = (root / "msrvtt_data" / "MSRVTT_train.9k.csv").read_text().splitlines()
-    train_csv.write_text("\n".join(lines[:17]) + "\n")          # header + 16 videos
-    cfg = yaml.safe_load((REPO / "configs/toy/toy_retrieval_msrvtt.yaml").read_text())
-    cfg["data"].update(train_csv=str(train_csv), val_csv=info["val_csv"], data_path=info["data_path"],
-                       features_path=info["frames"], image_tmpl="{:05d}.jpg", max_frames=4, workers=0)
-    cfg["network"].update(pretrained=info["weights"], side_dim=32)
-    cfg["solver"].update(epochs=1, lr_warmup_step=0.5)
-    cfg["logging"].update(progress=False, tensorboard=False)
-    config = root / "cfg.yaml"
-    config.write_text(yaml.safe_dump(cfg))
+    config, info = write_toy_retrieval_config(root, train_videos=16, epochs=1)
     run = run_script(["train.py", "--config", str(config), "--output", str(root / "run")])
     assert run.returncode == 0, run.stderr[-3000:]
     weights = root / "run" / "checkpoints" / "last.pt"

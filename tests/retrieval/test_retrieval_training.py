@@ -8,13 +8,11 @@ import json
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from side4video.config import ConfigError, load_config
 from side4video.engine.checkpoint import load_checkpoint
 from side4video.engine.logging_utils import read_jsonl
-from side4video.retrieval.toy import generate_toy_retrieval
-from tests.support import REPO, run_script
+from tests.support import run_script, write_toy_retrieval_config
 
 pytestmark = pytest.mark.slow
 
@@ -23,20 +21,8 @@ pytestmark = pytest.mark.slow
 def retrieval_config(tmp_path_factory):
     """The toy config on a small toy (32 training videos, 96 captions; 64 test videos), 4 frames, 2 epochs of
     6 steps."""
-    root = tmp_path_factory.mktemp("toy_retrieval")
-    info = generate_toy_retrieval(root, train_per_pair=1, frames=8, formats=["frames"], workers=1)
-    train_csv = root / "train32.csv"
-    lines = (root / "msrvtt_data" / "MSRVTT_train.9k.csv").read_text().splitlines()
-    train_csv.write_text("\n".join(lines[:33]) + "\n")          # header + 32 videos
-    cfg = yaml.safe_load((REPO / "configs/toy/toy_retrieval_msrvtt.yaml").read_text())
-    cfg["data"].update(train_csv=str(train_csv), val_csv=info["val_csv"], data_path=info["data_path"],
-                       features_path=info["frames"], image_tmpl="{:05d}.jpg", max_frames=4, workers=0)
-    cfg["network"].update(pretrained=info["weights"], side_dim=32)
-    cfg["solver"].update(epochs=2, lr_warmup_step=0.5)
-    cfg["logging"].update(progress=False, tensorboard=False)
-    path = root / "cfg.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    config, _ = write_toy_retrieval_config(tmp_path_factory.mktemp("toy_retrieval"), train_videos=32, epochs=2)
+    return config
 
 
 def _train(config, out_dir, *extra, kill_at: int | None = None):
