@@ -143,6 +143,10 @@ SCHEMA: dict[str, Any] = {
         "num_sample": Key(1, "repeated augmentation: k augmented views of the same sampled frames", _POSITIVE),
         "rand_aug": Key(False, "RandAugment, same operation on every frame of a clip", Bool()),
         "rand_aug_policy": Key("rand-m7-n4-mstd0.5-inc1", "timm RandAugment policy string", Str(nonempty=True)),
+        "augment_on": Key("auto", "where training augmentation runs: workers (each loader worker augments its clips) "
+                                  "or device (workers only decode, at the smallest size that holds the crop; the "
+                                  "training process augments whole batches with tensor operations on its device); "
+                                  "auto: device on a GPU, workers otherwise", Choice(("auto", "workers", "device"))),
         "rand_erase": Key(False, "random erasing (not supported: must stay False)", Bool()),
         "sampling": Key("segment", "frame sampling: TSN segments or a dense window", Choice(("segment", "dense"))),
         "sampling_rate": Key(8, "frame stride inside a dense window (tsn protocol)", _POSITIVE),

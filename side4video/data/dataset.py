@@ -24,6 +24,7 @@ from ..errors import ConfigError, DataError, InputNotFoundError
 from ..registry import Registry
 from .bad_samples import TooManyUnreadableInputs
 from .decoders import VIDEO_BACKENDS, ClipReader, VideoReadError, open_reader
+from .device_augment import resolve_augment_on
 from .lists import VideoRecord, read_annotation_list, read_label_names
 from .sampling import FrameSampler, resolve_protocol
 from .transforms import (
@@ -74,7 +75,7 @@ class ClipMaker:
     def __init__(self, *, split: str, sampler: FrameSampler, transform: TrainAugmentation | EvalViews,
                  class_names: Sequence[str], image_tmpl: str = "img_{:05d}.jpg", video_backend: str = "decord",
                  num_sample: int = 1, num_clips: int = 1, flip_pairs: Sequence[Sequence[int]] = (),
-                 max_retries: int = 10, seed: int = 0):
+                 max_retries: int = 10, seed: int = 0, augment_on: str = "workers"):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if (split == "train") != isinstance(transform, TrainAugmentation):
@@ -83,7 +84,11 @@ class ClipMaker:
             raise ValueError(f"data.video_backend must be one of {VIDEO_BACKENDS}, got {video_backend!r}")
         if seed < 0:
             raise ValueError(f"seed must be non-negative, got {seed}")
+        if augment_on not in ("workers", "device"):
+            raise ValueError(f"augment_on must be workers or device (resolve auto first), got {augment_on!r}")
         self.split = split
+        # device: training samples are decoded clips with their views' parameters, augmented by the training step
+        self.augment_on = augment_on if split == "train" else "workers"
         self.sampler = sampler
         self.transform = transform
         self.class_names = list(class_names)
@@ -139,11 +144,20 @@ class ClipMaker:
                     break
             try:
                 with open_clip(current) as reader:
-                    frames = reader.read(self.sampler.train(reader.num_frames, rng))
+                    indices = self.sampler.train(reader.num_frames, rng)
+                    if self.augment_on == "device":   # the same draws, in the same order, as below
+                        views = [self.transform.draw(*reader.frame_shape, rng, record_ops=True)
+                                 for _ in range(self.num_sample)]
+                        frames = reader.read(indices, min_size=views[0].scaled)
+                    else:
+                        frames = reader.read(indices)
             except VideoReadError as error:
                 errors.append((error.path, error.reason))
                 _bad_input_log.warn(error.path, error.reason, "replaced by another training video")
                 continue
+            if self.augment_on == "device":
+                return dict(frames=frames, augment=views, label=self._labels(current.label, [v.flipped for v in views]),
+                            index=index, video_id=current.path, valid=True, errors=errors)
             views, flipped = zip(*(self.transform(frames, rng) for _ in range(self.num_sample)))
             return dict(frames=torch.stack(views), label=self._labels(current.label, flipped), index=index,
                         video_id=current.path, valid=True, errors=errors)
@@ -213,10 +227,11 @@ class VideoDataset(ClipMaker, Dataset):
                  transform: TrainAugmentation | EvalViews, class_names: Sequence[str],
                  image_tmpl: str = "img_{:05d}.jpg", video_backend: str = "decord", num_sample: int = 1,
                  num_clips: int = 1, flip_pairs: Sequence[Sequence[int]] = (), max_retries: int = 10,
-                 seed: int = 0):
+                 seed: int = 0, augment_on: str = "workers"):
         super().__init__(split=split, sampler=sampler, transform=transform, class_names=class_names,
                          image_tmpl=image_tmpl, video_backend=video_backend, num_sample=num_sample,
-                         num_clips=num_clips, flip_pairs=flip_pairs, max_retries=max_retries, seed=seed)
+                         num_clips=num_clips, flip_pairs=flip_pairs, max_retries=max_retries, seed=seed,
+                         augment_on=augment_on)
         if not records:
             raise ValueError("VideoDataset needs at least one record")
         self.records = list(records)
@@ -303,7 +318,7 @@ def create_sampler(data_cfg: Any, *, dense: bool | None = None) -> FrameSampler:
 
 def create_dataset(data_cfg: Any, split: str, *, test_crops: int | None = None, test_clips: int | None = None,
                   dense: bool | None = None, seed: int = 0, records: Sequence[VideoRecord] | None = None,
-                  root: str | None = None, sampler=None) -> VideoDataset | Any:
+                  root: str | None = None, sampler=None, device_type: str | None = None) -> VideoDataset | Any:
     """The dataset of ``split`` ('train', 'val' or 'test') described by the validated section ``cfg.data``.
 
     ``data_cfg`` is ``load_config(...).data`` or ``side4video.config.config_section('data', {...})``: every key
@@ -313,7 +328,9 @@ def create_dataset(data_cfg: Any, split: str, *, test_crops: int | None = None, 
     annotation list and root (tools pass the videos they found; nothing is written or edited); ``sampler``
     replaces the config's frame sampler (a clip assembler's, e.g. whole videos for full-video clustering).
     Automatic keys: ``sampling_protocol: auto``,
-    ``scale_size``, ``grayscale`` and ``flip_pairs`` left at None follow the reference's rule for the dataset.
+    ``scale_size``, ``grayscale`` and ``flip_pairs`` left at None follow the reference's rule for the dataset;
+    ``augment_on: auto`` places training augmentation on the device for ``device_type`` 'cuda' (None: whether
+    CUDA is available), in the workers otherwise.
 
     ``data.format`` other than ``files`` (``webdataset``): the split's list is a shard URL pattern and the result
     is that format's stream (an ``IterableDataset`` from ``DATA_FORMATS``, e.g. ``side4video.data.shards``) with
@@ -379,9 +396,19 @@ def create_dataset(data_cfg: Any, split: str, *, test_crops: int | None = None, 
                               f"{most} temporal clip per video, got test_clips {num_clips}: use --test_clips {most} "
                               "(crops still apply)")
 
+    augment_on = "workers"
+    if split == "train":
+        augment_on = resolve_augment_on(cfg.get("augment_on", "workers"), device_type)
+        if augment_on == "device" and not isinstance(sampler, FrameSampler):
+            if cfg.get("augment_on") == "device":
+                raise ConfigError(f"data.augment_on: device batches clips of one length; {type(sampler).__name__} "
+                                  "(network.assembler) gives whole videos of different lengths: use augment_on: "
+                                  "workers")
+            augment_on = "workers"
     clips = dict(split=split, sampler=sampler, transform=transform, class_names=class_names,
                  image_tmpl=cfg.image_tmpl, video_backend=cfg.video_backend, num_sample=cfg.num_sample,
-                 num_clips=num_clips, flip_pairs=flip_pairs, max_retries=cfg.max_retries, seed=seed)
+                 num_clips=num_clips, flip_pairs=flip_pairs, max_retries=cfg.max_retries, seed=seed,
+                 augment_on=augment_on)
     if stream:
         return DATA_FORMATS.get(cfg.format)(list_file, batch_size=int(cfg.batch_size),
                                             shuffle_buffer=int(cfg.shard_shuffle), **clips)

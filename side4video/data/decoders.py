@@ -8,6 +8,13 @@ is raised as ``VideoReadError(path, reason)``; anything else is a bug and propag
 Frames come back as a uint8 tensor ``[N, 3, H, W]`` whose memory is channels-last (a view of the
 decoders' ``[N, H, W, 3]`` arrays): torchvision's uint8 resize runs about 3x faster on that layout.
 
+Decoding at a smaller size: ``read(indices, min_size=(h, w))`` asks for frames at the decoder's cheapest size that
+still covers ``h x w`` (``data.augment_on: device``, where the training device resizes whole batches anyway).
+JPEG frames use PIL's draft mode (the decoder's DCT scaling by 1/2, 1/4 or 1/8, only when the stored frame is at
+least twice as large as needed), PyAV and decord scale in FFmpeg's swscale to exactly ``h x w``; torchcodec decodes
+at the stored size. Without ``min_size`` every reader returns the stored size, as always. ``frame_shape`` is the
+stored ``(height, width)``, read from the file's header without decoding a frame.
+
 torchcodec is optional: it is not a dependency of the package and it needs the system's FFmpeg shared
 libraries (4 to 9). Whether it can load is detected once per process (:func:`torchcodec_available`); a
 reader opened without them raises one ``ConfigError`` line saying what to install.
@@ -46,7 +53,10 @@ class ClipReader(Protocol):
     path: str
     num_frames: int
 
-    def read(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor: ...
+    @property
+    def frame_shape(self) -> tuple[int, int]: ...
+
+    def read(self, indices: Sequence[int] | np.ndarray, min_size: tuple[int, int] | None = None) -> torch.Tensor: ...
 
     def close(self) -> None: ...
 
@@ -124,27 +134,55 @@ class FrameFolderReader(_Reader):
                            f"the folder holds {present} files")
         self.num_frames = num_frames
 
-    def _load(self, index: int) -> np.ndarray:
-        file = os.path.join(self.path, self.image_tmpl.format(index + 1))
+    def _file(self, index: int) -> str:
+        return os.path.join(self.path, self.image_tmpl.format(index + 1))
+
+    def _load(self, index: int, min_size: tuple[int, int] | None = None) -> np.ndarray:
+        file = self._file(index)
         try:
-            return _decode_image(file, self.path, os.path.basename(file))
+            return _decode_image(file, self.path, os.path.basename(file), min_size)
         except FileNotFoundError:
             raise VideoReadError(self.path, f"frame file {os.path.basename(file)} missing") from None
 
-    def read(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        """``(height, width)`` of the first frame, from its header."""
+        file = self._file(0)
+        try:
+            return _image_shape(file, self.path, os.path.basename(file))
+        except FileNotFoundError:
+            raise VideoReadError(self.path, f"frame file {os.path.basename(file)} missing") from None
+
+    def read(self, indices: Sequence[int] | np.ndarray, min_size: tuple[int, int] | None = None) -> torch.Tensor:
         unique, inverse = _unique_indices(indices)
-        return _stack_images(self.path, [self._load(int(i)) for i in unique], inverse)
+        return _stack_images(self.path, [self._load(int(i), min_size) for i in unique], inverse)
 
 
-def _decode_image(source: str | io.BytesIO, path: str, name: str) -> np.ndarray:
+def _decode_image(source: str | io.BytesIO, path: str, name: str,
+                  min_size: tuple[int, int] | None = None) -> np.ndarray:
     """One frame image as RGB ``[H, W, 3]`` (PIL); a file that does not decode is ``VideoReadError(path, ...)``.
-    A missing file stays FileNotFoundError (the caller names it)."""
+    A missing file stays FileNotFoundError (the caller names it). ``min_size`` ``(h, w)``: a JPEG decodes at the
+    smallest DCT scale (1/2, 1/4, 1/8) that still covers it (PIL's draft mode; other formats ignore it)."""
     try:
         with Image.open(source) as image:
-            return np.asarray(image.convert("RGB"))
+            if min_size is not None:
+                image.draft("RGB", (int(min_size[1]), int(min_size[0])))
+            # convert() copies even an RGB image: only convert what is not RGB already
+            return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     except FileNotFoundError:
         raise
     except Exception as error:  # PIL raises OSError, SyntaxError, ValueError... for bad files
+        raise VideoReadError(path, f"cannot decode {name}: {_first_line(error)}") from None
+
+
+def _image_shape(source: str | io.BytesIO, path: str, name: str) -> tuple[int, int]:
+    """``(height, width)`` of an image from its header (nothing decoded)."""
+    try:
+        with Image.open(source) as image:
+            return image.height, image.width
+    except FileNotFoundError:
+        raise
+    except Exception as error:
         raise VideoReadError(path, f"cannot decode {name}: {_first_line(error)}") from None
 
 
@@ -168,9 +206,14 @@ class EncodedFramesReader(_Reader):
         if self.num_frames == 0:
             raise VideoReadError(path, "sample holds no frames")
 
-    def read(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        return _image_shape(io.BytesIO(self._frames[0]), self.path, self._names[0])
+
+    def read(self, indices: Sequence[int] | np.ndarray, min_size: tuple[int, int] | None = None) -> torch.Tensor:
         unique, inverse = _unique_indices(indices)
-        images = [_decode_image(io.BytesIO(self._frames[i]), self.path, self._names[i]) for i in unique.tolist()]
+        images = [_decode_image(io.BytesIO(self._frames[i]), self.path, self._names[i], min_size)
+                  for i in unique.tolist()]
         return _stack_images(self.path, images, inverse)
 
 
@@ -189,6 +232,9 @@ class DecordReader(_Reader):
         # decord's C++ log lines ("[hh:mm:ss] /src/...: ...") would interleave with ours; failures still raise
         decord.logging.set_level(decord.logging.QUIET)
 
+        self._decord = decord
+        self._shape: tuple[int, int] | None = None
+        self._scaled: tuple[tuple[int, int], object] | None = None   # (size, a reader opened at that size)
         try:
             self._reader = decord.VideoReader(path, num_threads=1)
         except Exception as error:
@@ -197,16 +243,64 @@ class DecordReader(_Reader):
         if self.num_frames == 0:
             raise VideoReadError(path, "video has no frames")
 
-    def read(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        """From the stream header, through PyAV: decord tells a frame's size only by decoding one."""
+        if self._shape is None:
+            self._shape = _probe_frame_shape(self.path)
+        return self._shape
+
+    def _reader_for(self, min_size: tuple[int, int] | None):
+        """The reader decoding at ``min_size`` (decord scales in FFmpeg's filter graph, so its output size is set
+        when the reader opens); the stored-size reader when no smaller size is wanted."""
+        size = _decode_size(min_size, self.frame_shape)
+        if size is None:
+            return self._reader
+        if self._scaled is None or self._scaled[0] != size:
+            try:
+                scaled = self._decord.VideoReader(self.path, num_threads=1, width=size[1], height=size[0])
+            except Exception as error:
+                raise VideoReadError(self.path, f"cannot open video (decord: {_first_line(error)})") from None
+            self._scaled = (size, scaled)
+        return self._scaled[1]
+
+    def read(self, indices: Sequence[int] | np.ndarray, min_size: tuple[int, int] | None = None) -> torch.Tensor:
         unique, inverse = _unique_indices(indices)
+        reader = self._reader_for(min_size)
         try:
-            batch = self._reader.get_batch(unique.tolist()).asnumpy()
+            batch = reader.get_batch(unique.tolist()).asnumpy()
         except Exception as error:
             raise VideoReadError(self.path, f"decoding failed (decord: {_first_line(error)})") from None
         return _to_frames_tensor(batch, inverse)
 
     def close(self) -> None:
         self._reader = None
+        self._scaled = None
+
+
+def _decode_size(min_size: tuple[int, int] | None, stored: tuple[int, int]) -> tuple[int, int] | None:
+    """The size a scaling decoder should output for ``min_size``: None (the stored size) unless it is smaller in both
+    dimensions; decoders never enlarge (the resize after them does, as for the stored size)."""
+    if min_size is None:
+        return None
+    height, width = int(min_size[0]), int(min_size[1])
+    return (height, width) if height < stored[0] and width < stored[1] else None
+
+
+def _probe_frame_shape(path: str) -> tuple[int, int]:
+    """``(height, width)`` of a video file's first video stream, from its header (PyAV; nothing decoded)."""
+    import av  # deferred: a decoder, loaded only for video files
+
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise VideoReadError(path, "no video stream")
+            context = container.streams.video[0].codec_context
+            return int(context.height), int(context.width)
+    except VideoReadError:
+        raise
+    except Exception as error:
+        raise VideoReadError(path, f"cannot open video (pyav: {_first_line(error)})") from None
 
 
 class PyAVReader(_Reader):
@@ -248,16 +342,24 @@ class PyAVReader(_Reader):
             stream = container.streams.video[0]
             return sum(1 for packet in container.demux(stream) if packet.size > 0)
 
-    def read(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        context = self._stream.codec_context
+        return int(context.height), int(context.width)
+
+    def read(self, indices: Sequence[int] | np.ndarray, min_size: tuple[int, int] | None = None) -> torch.Tensor:
         unique, inverse = _unique_indices(indices)
         wanted = set(unique.tolist())
         last = int(unique[-1])
         decoded: dict[int, np.ndarray] = {}
+        # swscale converts to RGB and scales in one pass: scaling costs nothing beyond the conversion
+        size = _decode_size(min_size, self.frame_shape)
+        scale = {} if size is None else {"height": size[0], "width": size[1], "interpolation": "AREA"}
         position = -1
         try:
             for position, frame in enumerate(self._container.decode(self._stream)):
                 if position in wanted:
-                    decoded[position] = frame.to_ndarray(format="rgb24")
+                    decoded[position] = frame.to_ndarray(format="rgb24", **scale)
                 if position >= last:
                     break
         except Exception as error:
@@ -390,7 +492,13 @@ class TorchCodecReader(_Reader):
             self._decoder = None
             raise VideoReadError(path, f"stream ended after {self.num_frames} of {listed} frames")
 
-    def read(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        metadata = self._decoder.metadata
+        return int(metadata.height), int(metadata.width)
+
+    def read(self, indices: Sequence[int] | np.ndarray, min_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """``min_size`` is accepted and ignored: frames come at their stored size."""
         unique, inverse = _unique_indices(indices)
         if unique[0] < 0 or unique[-1] >= self.num_frames:  # a caller's bug, not the data's
             raise IndexError(f"{self.path}: frame indices {unique[0]}..{unique[-1]} outside 0..{self.num_frames - 1}")

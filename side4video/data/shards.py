@@ -270,9 +270,16 @@ class SpooledVideoReader:
             raise
         self.num_frames = self._reader.num_frames
 
-    def read(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+    @property
+    def frame_shape(self) -> tuple[int, int]:
         try:
-            return self._reader.read(indices)
+            return self._reader.frame_shape
+        except VideoReadError as error:
+            raise self._renamed(error) from None
+
+    def read(self, indices: Sequence[int] | np.ndarray, min_size: tuple[int, int] | None = None) -> torch.Tensor:
+        try:
+            return self._reader.read(indices, min_size)
         except VideoReadError as error:
             raise self._renamed(error) from None
 

@@ -7,17 +7,15 @@ Geometry helpers are pure functions so that tests can check boxes directly.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import random
-from typing import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
-from timm.data.auto_augment import rand_augment_transform
 from torchvision.transforms.v2 import functional as TF
 
+from .rand_augment import ClipRandAugment, RandAugmentOp, isolated_global_rngs  # noqa: F401 (re-exported)
 from .sampling import is_something_something
 
 # short side (int) or fixed (height, width)
@@ -157,43 +155,23 @@ def to_grayscale(frames: torch.Tensor) -> torch.Tensor:
     return luma.to(torch.uint8).expand_as(frames).contiguous(memory_format=torch.channels_last)
 
 
-@contextlib.contextmanager
-def isolated_global_rngs(seed: int) -> Iterator[None]:
-    """Seed Python's and NumPy's global RNGs for a block, then give the caller back its own states."""
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    random.seed(seed)
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
+@dataclass(frozen=True)
+class ClipAugmentParams:
+    """Every random choice of one augmented view of a clip (drawn by :meth:`TrainAugmentation.draw`), so that a
+    loader worker can draw them and the training device apply them (``data.augment_on: device``).
 
-
-class ClipRandAugment:
-    """timm RandAugment with the same operations and magnitudes on every frame of a clip.
-
-    timm draws from the global ``random``/``numpy.random`` states; these are seeded per clip and
-    rewound to the same point before each frame, inside ``isolated_global_rngs``.
+    ``scaled``: the frame shape after the scale step; ``box``: the crop ``(top, left, height, width)`` in that
+    shape, resized to ``size x size``; ``rand_augment_seed``: the seed of timm's draws (None: no RandAugment) and
+    ``rand_augment``: the operations it gives (recorded only for the device); ``fill``: RandAugment's fill colour.
     """
-
-    def __init__(self, policy: str, translate_const: int, mean: Sequence[float]):
-
-        hparams = dict(translate_const=translate_const, img_mean=tuple(round(255 * m) for m in mean),
-                       interpolation=Image.BICUBIC)
-        self.policy = policy
-        self._transform = rand_augment_transform(policy, hparams)
-
-    def __call__(self, frames: torch.Tensor, seed: int) -> torch.Tensor:
-        images = frames.permute(0, 2, 3, 1).numpy()
-        outputs = []
-        with isolated_global_rngs(seed):
-            python_state, numpy_state = random.getstate(), np.random.get_state()
-            for image in images:
-                random.setstate(python_state)
-                np.random.set_state(numpy_state)
-                outputs.append(np.asarray(self._transform(Image.fromarray(image))))
-        return torch.from_numpy(np.stack(outputs)).permute(0, 3, 1, 2)
+    scaled: tuple[int, int]
+    box: Box
+    size: int
+    flipped: bool
+    grayscale: bool
+    rand_augment_seed: int | None = None
+    rand_augment: tuple[RandAugmentOp, ...] = ()
+    fill: tuple[int, int, int] = (0, 0, 0)
 
 
 class TrainAugmentation:
@@ -224,17 +202,39 @@ class TrainAugmentation:
             return multiscale_box(height, width, self.input_size, rng)
         return center_box(height, width, self.input_size)
 
-    def __call__(self, frames: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, bool]:
-        if self.rand_augment is not None:
-            frames = self.rand_augment(frames, seed=int(rng.integers(2 ** 32)))
-        frames = resize_clip(frames, scaled_shape(frames.shape[-2], frames.shape[-1], self.scale))
-        frames = crop_resize(frames, self.crop_box(frames.shape[-2], frames.shape[-1], rng), self.input_size)
+    def draw(self, height: int, width: int, rng: np.random.Generator, *,
+             record_ops: bool = False) -> ClipAugmentParams:
+        """The random choices for a clip of ``height x width`` frames, drawn from ``rng`` in a fixed order
+        (RandAugment's seed, crop, flip, grayscale). ``record_ops``: also list the RandAugment operations (for
+        the device; the workers run timm's from the seed)."""
+        seed = int(rng.integers(2 ** 32)) if self.rand_augment is not None else None
+        scaled = scaled_shape(height, width, self.scale)
+        box = self.crop_box(*scaled, rng)
         flipped = bool(self.flip and rng.random() < 0.5)
-        if flipped:
+        gray = bool(self.grayscale > 0 and rng.random() < self.grayscale)
+        ops: tuple[RandAugmentOp, ...] = ()
+        fill = (0, 0, 0)
+        if self.rand_augment is not None:
+            fill = self.rand_augment.fill
+            if record_ops:
+                ops = self.rand_augment.draw(seed)
+        return ClipAugmentParams(scaled=scaled, box=box, size=self.input_size, flipped=flipped, grayscale=gray,
+                                 rand_augment_seed=seed, rand_augment=ops, fill=fill)
+
+    def apply(self, frames: torch.Tensor, params: ClipAugmentParams) -> torch.Tensor:
+        """The view ``params`` describes, in this process (the workers' placement): timm's PIL RandAugment."""
+        if params.rand_augment_seed is not None and self.rand_augment is not None:
+            frames = self.rand_augment(frames, seed=params.rand_augment_seed)
+        frames = crop_resize(resize_clip(frames, params.scaled), params.box, params.size)
+        if params.flipped:
             frames = frames.flip(-1)
-        if self.grayscale > 0 and rng.random() < self.grayscale:
+        if params.grayscale:
             frames = to_grayscale(frames)
-        return frames, flipped
+        return frames
+
+    def __call__(self, frames: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, bool]:
+        params = self.draw(frames.shape[-2], frames.shape[-1], rng)
+        return self.apply(frames, params), params.flipped
 
 
 def torchvision_center_offsets(height: int, width: int, size: int) -> tuple[int, int]:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from ..data.device_augment import batch_frames
 from ..data.transforms import normalize_frames
 from ..models import SideInputs, model_inputs
 from ..plugins import TrainPlugin
@@ -35,8 +36,9 @@ class StepParts:
 
 def make_batch(raw: Mapping[str, Any], task: Task, device: torch.device, mean: Sequence[float],
                std: Sequence[float]) -> TrainBatch:
-    """A loader batch → the step's :class:`TrainBatch` on ``device`` (frames normalised, the task's targets)."""
-    frames = normalize_frames(raw["frames"].to(device, non_blocking=True), mean, std)
+    """A loader batch → the step's :class:`TrainBatch` on ``device`` (frames augmented here when the workers only
+    decoded them, ``data.augment_on: device``; normalised; the task's targets)."""
+    frames = normalize_frames(batch_frames(raw, device), mean, std)
     mask = raw.get("mask")
     if mask is not None:
         mask = mask.to(device, non_blocking=True)
