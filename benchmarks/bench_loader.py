@@ -124,10 +124,14 @@ def build_dataset(data: tuple[str, str, str], source: str, frames: int, rand_aug
 def samples(dataset, count: int, start: int = 0) -> list[dict]:
     """``count`` training samples, cycling over the dataset (a stream is iterated, epoch after epoch)."""
     if isinstance(dataset, torch.utils.data.IterableDataset):
+        dataset.set_batch_size(1)      # a stream deals whole batches: count single samples here
         out, epoch = [], 0
         while len(out) < count:
             dataset.set_epoch(epoch)
+            before = len(out)
             out.extend(sample for _, sample in zip(range(count - len(out)), iter(dataset)))
+            if len(out) == before:
+                raise RuntimeError("the stream yielded no samples")
             epoch += 1
         return out
     return [dataset[(start + i) % len(dataset)] for i in range(count)]

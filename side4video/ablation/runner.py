@@ -37,6 +37,7 @@ from ..data import (
     BadSampleTracker,
     ShardedEvalSampler,
     TrainSampler,
+    batch_frames,
     collate_eval,
     collate_train,
     create_dataset,
@@ -266,7 +267,7 @@ class Ablation:
                 t0 = time.perf_counter()
                 raw = next(batches)
                 tracker.add(raw["errors"], raw["num_samples"])
-                frames = normalize_frames(raw["frames"].to(device, non_blocking=True), cfg.data.mean, cfg.data.std)
+                frames = normalize_frames(batch_frames(raw, device), cfg.data.mean, cfg.data.std)
                 raw = {**raw, "label": raw["label"].to(device, non_blocking=True)}
                 _sync(device)
                 t1 = time.perf_counter()

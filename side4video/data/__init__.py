@@ -6,6 +6,7 @@ lives in ``side4video.data.toy`` (not imported here, so that ``python -m side4vi
 from .bad_samples import BadSampleTracker, TooManyUnreadableInputs
 from .dataset import VideoDataset, create_dataset, create_sampler
 from .decoders import VideoReadError, open_reader
+from .device_augment import augment_views, batch_frames, resolve_augment_on
 from .lists import VideoRecord, format_record, read_annotation_list, read_label_names
 from .loader import ShardedEvalSampler, TrainSampler, collate_eval, collate_train, create_loader, loader_options
 from .sampling import PROTOCOLS, FrameSampler, is_something_something, resolve_protocol
@@ -25,6 +26,8 @@ __all__ = [
     "VideoDataset",
     "VideoReadError",
     "VideoRecord",
+    "augment_views",
+    "batch_frames",
     "create_dataset",
     "create_loader",
     "create_sampler",
@@ -39,5 +42,6 @@ __all__ = [
     "open_reader",
     "read_annotation_list",
     "read_label_names",
+    "resolve_augment_on",
     "resolve_protocol",
 ]

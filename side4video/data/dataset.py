@@ -32,6 +32,7 @@ from .transforms import (
     EvalViews,
     TrainAugmentation,
     distinct_view_count,
+    resize_clip,
     resolve_flip_pairs,
     resolve_grayscale,
     resolve_scale_size,
@@ -145,7 +146,9 @@ class ClipMaker:
             try:
                 with open_clip(current) as reader:
                     indices = self.sampler.train(reader.num_frames, rng)
-                    if self.augment_on == "device":   # the same draws, in the same order, as below
+                    if self.augment_on == "device" and getattr(reader, "scales_at_decode", False):
+                        # the same draws, in the same order, as below; the stored shape from the header, so that
+                        # the decoder can output the scaled frame's size
                         views = [self.transform.draw(*reader.frame_shape, rng, record_ops=True)
                                  for _ in range(self.num_sample)]
                         frames = reader.read(indices, min_size=views[0].scaled)
@@ -156,6 +159,14 @@ class ClipMaker:
                 _bad_input_log.warn(error.path, error.reason, "replaced by another training video")
                 continue
             if self.augment_on == "device":
+                if not getattr(reader, "scales_at_decode", False):
+                    views = [self.transform.draw(*frames.shape[-2:], rng, record_ops=True)
+                             for _ in range(self.num_sample)]
+                    scaled = views[0].scaled
+                    if frames.shape[-2] >= 2 * scaled[0] and frames.shape[-1] >= 2 * scaled[1]:
+                        # a decoder that cannot scale (decord, torchcodec) and frames over twice the needed size
+                        # (e.g. 1080p): resized here, so that the worker does not ship 6 MB frames to the step
+                        frames = resize_clip(frames, scaled)
                 return dict(frames=frames, augment=views, label=self._labels(current.label, [v.flipped for v in views]),
                             index=index, video_id=current.path, valid=True, errors=errors)
             views, flipped = zip(*(self.transform(frames, rng) for _ in range(self.num_sample)))

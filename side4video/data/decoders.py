@@ -11,9 +11,11 @@ decoders' ``[N, H, W, 3]`` arrays): torchvision's uint8 resize runs about 3x fas
 Decoding at a smaller size: ``read(indices, min_size=(h, w))`` asks for frames at the decoder's cheapest size that
 still covers ``h x w`` (``data.augment_on: device``, where the training device resizes whole batches anyway).
 JPEG frames use PIL's draft mode (the decoder's DCT scaling by 1/2, 1/4 or 1/8, only when the stored frame is at
-least twice as large as needed), PyAV and decord scale in FFmpeg's swscale to exactly ``h x w``; torchcodec decodes
-at the stored size. Without ``min_size`` every reader returns the stored size, as always. ``frame_shape`` is the
-stored ``(height, width)``, read from the file's header without decoding a frame.
+least twice as large as needed); PyAV scales in FFmpeg's swscale, with the RGB conversion in one pass, to exactly
+``h x w``. decord and torchcodec decode at the stored size: decord fixes its output size when a reader opens, and a
+second open (its frame index rebuilt) cost more than the scaling saved (benchmarks/bench_loader.py, 1080p).
+``scales_at_decode`` says which readers scale; ``frame_shape`` is the stored ``(height, width)`` from the file's
+header. Without ``min_size`` every reader returns the stored size, as always.
 
 torchcodec is optional: it is not a dependency of the package and it needs the system's FFmpeg shared
 libraries (4 to 9). Whether it can load is detected once per process (:func:`torchcodec_available`); a
@@ -98,7 +100,10 @@ def _to_frames_tensor(frames_nhwc: np.ndarray, inverse: np.ndarray | None) -> to
 
 
 class _Reader:
-    """Context-manager plumbing shared by the readers."""
+    """Context-manager plumbing shared by the readers. ``scales_at_decode``: whether ``read(min_size=...)`` can
+    return smaller frames (callers that need the stored shape only to choose ``min_size`` skip asking for it)."""
+
+    scales_at_decode = False
 
     def close(self) -> None:
         pass
@@ -116,6 +121,8 @@ class FrameFolderReader(_Reader):
     The listed frame count is trusted after one cheap check: the last listed frame file exists.
     Only the requested frames are decoded (PIL; torchvision's decode_jpeg measured the same speed).
     """
+
+    scales_at_decode = True     # JPEG draft mode
 
     def __init__(self, directory: str, num_frames: int, image_tmpl: str):
         self.path = directory
@@ -198,6 +205,8 @@ class EncodedFramesReader(_Reader):
     Frames decode exactly as :class:`FrameFolderReader` decodes the same files; ``path`` names the sample in errors.
     """
 
+    scales_at_decode = True
+
     def __init__(self, path: str, frames: Sequence[bytes], names: Sequence[str] | None = None):
         self.path = path
         self._frames = list(frames)
@@ -232,9 +241,7 @@ class DecordReader(_Reader):
         # decord's C++ log lines ("[hh:mm:ss] /src/...: ...") would interleave with ours; failures still raise
         decord.logging.set_level(decord.logging.QUIET)
 
-        self._decord = decord
         self._shape: tuple[int, int] | None = None
-        self._scaled: tuple[tuple[int, int], object] | None = None   # (size, a reader opened at that size)
         try:
             self._reader = decord.VideoReader(path, num_threads=1)
         except Exception as error:
@@ -245,37 +252,23 @@ class DecordReader(_Reader):
 
     @property
     def frame_shape(self) -> tuple[int, int]:
-        """From the stream header, through PyAV: decord tells a frame's size only by decoding one."""
+        """From the stream header, through PyAV (opening it costs about a decoded frame: decord tells a frame's size
+        only by decoding one)."""
         if self._shape is None:
             self._shape = _probe_frame_shape(self.path)
         return self._shape
 
-    def _reader_for(self, min_size: tuple[int, int] | None):
-        """The reader decoding at ``min_size`` (decord scales in FFmpeg's filter graph, so its output size is set
-        when the reader opens); the stored-size reader when no smaller size is wanted."""
-        size = _decode_size(min_size, self.frame_shape)
-        if size is None:
-            return self._reader
-        if self._scaled is None or self._scaled[0] != size:
-            try:
-                scaled = self._decord.VideoReader(self.path, num_threads=1, width=size[1], height=size[0])
-            except Exception as error:
-                raise VideoReadError(self.path, f"cannot open video (decord: {_first_line(error)})") from None
-            self._scaled = (size, scaled)
-        return self._scaled[1]
-
     def read(self, indices: Sequence[int] | np.ndarray, min_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """``min_size`` is accepted and ignored: frames come at their stored size (see the module docstring)."""
         unique, inverse = _unique_indices(indices)
-        reader = self._reader_for(min_size)
         try:
-            batch = reader.get_batch(unique.tolist()).asnumpy()
+            batch = self._reader.get_batch(unique.tolist()).asnumpy()
         except Exception as error:
             raise VideoReadError(self.path, f"decoding failed (decord: {_first_line(error)})") from None
         return _to_frames_tensor(batch, inverse)
 
     def close(self) -> None:
         self._reader = None
-        self._scaled = None
 
 
 def _decode_size(min_size: tuple[int, int] | None, stored: tuple[int, int]) -> tuple[int, int] | None:
@@ -312,6 +305,8 @@ class PyAVReader(_Reader):
     The frame count is the stream header's, or the number of packets when the header has none
     (e.g. mkv/webm).
     """
+
+    scales_at_decode = True     # swscale, with the RGB conversion
 
     def __init__(self, path: str):
         self.path = path

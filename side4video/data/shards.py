@@ -271,6 +271,10 @@ class SpooledVideoReader:
         self.num_frames = self._reader.num_frames
 
     @property
+    def scales_at_decode(self) -> bool:
+        return self._reader.scales_at_decode
+
+    @property
     def frame_shape(self) -> tuple[int, int]:
         try:
             return self._reader.frame_shape

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..data.device_augment import batch_frames
+from ..data import batch_frames
 from ..data.transforms import normalize_frames
 from ..models import SideInputs, model_inputs
 from ..plugins import TrainPlugin

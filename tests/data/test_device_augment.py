@@ -173,6 +173,19 @@ def test_device_views_are_the_workers_views(textured_frames, rand_aug):
     assert any(flips) and not all(flips)
 
 
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_device_views_of_videos_are_the_workers_views(videos_data, backend):
+    """decord decodes at the stored size (parameters drawn after decoding), PyAV is asked for the scaled size (here the
+    stored one, scale 48 of 48x64 frames, so swscale does not resample): both give the workers' views exactly."""
+    cfg = override(videos_data, video_backend=backend, grayscale=0.5, num_sample=2, scale_size=48)
+    workers = create_dataset(override(cfg, augment_on="workers"), "train", seed=7)
+    device = create_dataset(override(cfg, augment_on="device"), "train", seed=7)
+    expected = collate_train([workers[i] for i in range(4)])
+    raw = collate_train([device[i] for i in range(4)])
+    assert torch.equal(raw["label"], expected["label"])
+    assert torch.equal(batch_frames(raw, torch.device("cpu")), expected["frames"])
+
+
 def test_parameters_cross_loader_workers(textured_frames):
     """Batches from 2 loader worker processes (parameters pickled between processes) give the same views as the
     main process."""
@@ -227,17 +240,17 @@ def test_readers_tell_the_stored_shape_and_decode_smaller_on_request(large_sourc
     reference = torch.nn.functional.interpolate(jpeg.read([2]).float(), size=(32, 40), mode="area")
     assert (small - reference).abs().mean() < 4
 
-    for reader_class in (PyAVReader, DecordReader):
-        def read(indices, min_size=None, reader_class=reader_class):   # a reader per read (PyAV decodes forward once)
-            with reader_class(str(root / "clip.mp4")) as reader:
-                assert reader.frame_shape == (128, 160)
-                return reader.read(indices, min_size=min_size)
-        full, scaled = read([0, 5]), read([0, 5], min_size=(48, 60))
-        assert full.shape == (2, 3, 128, 160) and scaled.shape == (2, 3, 48, 60)
-        assert read([1], min_size=(128, 200)).shape == (1, 3, 128, 160)      # never enlarged
-        reference = torch.nn.functional.interpolate(full.float(), size=(48, 60), mode="area")
-        # swscale (decord: bicubic) vs an area average of noisy frames; a crop or a shifted frame would be ~30 off
-        assert (scaled.float() - reference).abs().mean() < 8, reader_class.__name__
+    def read(reader_class, indices, min_size=None):     # a reader per read (PyAV decodes forward once)
+        with reader_class(str(root / "clip.mp4")) as reader:
+            assert reader.frame_shape == (128, 160)
+            return reader.read(indices, min_size=min_size)
+    full, scaled = read(PyAVReader, [0, 5]), read(PyAVReader, [0, 5], min_size=(48, 60))
+    assert full.shape == (2, 3, 128, 160) and scaled.shape == (2, 3, 48, 60)
+    assert read(PyAVReader, [1], min_size=(128, 200)).shape == (1, 3, 128, 160)      # never enlarged
+    reference = torch.nn.functional.interpolate(full.float(), size=(48, 60), mode="area")
+    # swscale's area filter vs torch's of the same frames; a crop or a shifted frame would be ~30 off
+    assert (scaled.float() - reference).abs().mean() < 4
+    assert torch.equal(read(DecordReader, [0, 5], min_size=(48, 60)), read(DecordReader, [0, 5]))   # stored size
 
 
 def test_the_device_placement_decodes_at_the_scaled_size(large_sources, tmp_path):
@@ -253,6 +266,14 @@ def test_the_device_placement_decodes_at_the_scaled_size(large_sources, tmp_path
     expected = workers[0]["frames"]
     assert views.shape == expected.shape == (1, 4, 3, 32, 32)
     assert (views.float() - expected.float()).abs().mean() < 4     # only the decoder's downscaling differs
+
+    # decord cannot scale: frames over twice the scaled size are resized by the worker (no 1080p frames shipped)
+    video_list = write_list(tmp_path / "videos.txt", ["clip.mp4 0", "clip.mp4 1"])
+    for backend, stored in (("decord", (40, 50)), ("pyav", (40, 50))):
+        videos = override(cfg, train_list=video_list, video_backend=backend, augment_on="device")
+        assert create_dataset(videos, "train", seed=0)[0]["frames"].shape == (4, 3, *stored), backend
+    near = override(cfg, train_list=video_list, video_backend="decord", augment_on="device", scale_size=80)
+    assert create_dataset(near, "train", seed=0)[0]["frames"].shape == (4, 3, 128, 160)   # under 2x: as decoded
 
 
 # -- training ----------------------------------------------------------------------------------------------------------
@@ -273,3 +294,24 @@ def test_training_with_device_augmentation_equals_the_workers_placement(toy_data
         runs[placement] = ([step["loss"] for step in steps], summary["val_top1"])
     assert len(runs["workers"][0]) == 4
     assert runs["device"] == runs["workers"]
+
+
+def test_the_ablation_runner_augments_on_the_device_too(toy_data, tmp_path):
+    """The ablation runner's own loop (not the trainer's) takes device batches: a variant ends with the weights it
+    gets from the workers' placement."""
+    import yaml
+
+    from side4video.ablation import load_ablation, run_ablation
+    from side4video.engine.checkpoint import load_checkpoint
+    from tests.support import write_toy_config
+    weights = {}
+    for placement in ("workers", "device"):
+        base = write_toy_config(tmp_path / f"base_{placement}.yaml", toy_data,
+                                **{"solver.epochs": 1, "data.augment_on": placement})
+        spec_file = tmp_path / f"ablation_{placement}.yaml"
+        spec_file.write_text(yaml.safe_dump({"base": str(base), "variants": [{"name": "conv"}],
+                                             "budget": {"val_every": 0}, "timing": {"warmup_batches": 1}}))
+        run_ablation(load_ablation(spec_file), tmp_path / placement, check=False, command="pytest")
+        weights[placement] = load_checkpoint(tmp_path / placement / "conv" / "checkpoint.pt")["model"]
+    assert weights["device"].keys() == weights["workers"].keys()
+    assert all(torch.equal(weights["device"][k], weights["workers"][k]) for k in weights["workers"])
