@@ -88,10 +88,13 @@ def write_toy_config(path: Path, data: Path, **overrides) -> Path:
     return path
 
 
-def write_toy_retrieval_config(root: Path, *, train_videos: int, epochs: int) -> tuple[Path, dict]:
+def write_toy_retrieval_config(root: Path, *, train_videos: int, epochs: int, name: str = "cfg.yaml",
+                               **overrides) -> tuple[Path, dict]:
     """A small toy retrieval dataset under ``root`` (frame folders, 64 test videos) and
     configs/toy/toy_retrieval_msrvtt.yaml pointed at it: the first ``train_videos`` training videos (3 captions
-    each), 4 frames, side width 32, ``epochs`` epochs. Returns the config's path and the dataset's paths."""
+    each), 4 frames, side width 32, ``epochs`` epochs, dotted-key ``overrides`` (``"solver.lr": 0.1``) on top,
+    written as ``root / name``. Returns the config's path and the dataset's paths (a second call on the same
+    ``root`` reuses the dataset: configs for several runs share it)."""
     import yaml
 
     from side4video.retrieval.toy import generate_toy_retrieval
@@ -105,7 +108,10 @@ def write_toy_retrieval_config(root: Path, *, train_videos: int, epochs: int) ->
     cfg["network"].update(pretrained=info["weights"], side_dim=32)
     cfg["solver"].update(epochs=epochs, lr_warmup_step=0.5)
     cfg["logging"].update(progress=False, tensorboard=False)
-    path = root / "cfg.yaml"
+    for dotted, value in overrides.items():
+        section, key = dotted.split(".")
+        cfg[section][key] = value
+    path = root / name
     path.write_text(yaml.safe_dump(cfg))
     return path, info
 

@@ -46,6 +46,7 @@ from ..data.transforms import TEST_CROP_CHOICES
 from ..errors import ConfigError
 from ..modules import SIDE_MODULES
 from ..registry import hint
+from ..tasks import require_classification
 
 log = logging.getLogger("side4video")
 
@@ -148,6 +149,9 @@ def load_ablation(path: str | Path, opts: Sequence[str] | None = None,
     base_path = _resolve_path(raw["base"], here, f"{where}: base")
     base_opts = parse_overrides(opts)
     base_cfg = load_config(base_path, base_opts)
+    # variants change only network and plugin keys, so the base's task is every variant's: checked once, before
+    # any variant is loaded
+    require_classification(base_cfg, f"{where}: side4video ablation", f"train {base_path} with train.py")
     budget, timing = raw["budget"], raw["timing"]
     notes: list[str] = []
     if "solver.epochs" in base_opts:
@@ -232,9 +236,6 @@ def _variant(entry: Mapping[str, Any], name: str, spot: str, here: Path, base_pa
     if assembler and dict(assembler).get("type", "tap") != "tap":
         raise ConfigError(f"{spot}: network.assembler {{type: {assembler['type']}}} needs other frames and another "
                           f"sampler than the shared loader; train this variant with train.py")
-    if dict(cfg.task).get("type") != "classification":
-        raise ConfigError(f"{spot}: task {dict(cfg.task).get('type')!r}: the ablation runner compares "
-                          "classification models; train this variant with train.py")
     return VariantSpec(name=name, cfg=cfg, label=entry["label"], source=source)
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from . import deepspeed_adapter
-from .optim import lr_factor_fn
+from .optim import base_lr, lr_factor_fn
 
 
 class TorchBackend:
@@ -67,7 +67,7 @@ class TorchBackend:
         self.optimizer_steps += 1
 
     def lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
+        return base_lr(self.optimizer.param_groups)
 
     def train(self, mode: bool = True) -> None:
         self.module.train(mode)
@@ -124,7 +124,8 @@ class DeepSpeedBackend:
         return int(self.engine.micro_steps)
 
     def lr(self) -> float:
-        return float(self.engine.get_lr()[0])
+        # not engine.get_lr()[0]: the first group may be a part at a fraction of the rate (see base_lr)
+        return base_lr(self.engine.optimizer.param_groups)
 
     def train(self, mode: bool = True) -> None:
         self.engine.train(mode)

@@ -65,14 +65,38 @@ def param_groups(model: nn.Module, weight_decay: float, *, decay_all: bool = Fal
     return [groups[key] for key in sorted(groups)]
 
 
+# The hook a module defines to ask for lr multipliers of its own parts (e.g. the retrieval model's trainable text
+# tower at 1e-3 x lr): ``module.param_lr_mult() -> {name prefix relative to the module: multiplier}``.
+LR_MULT_HOOK = "param_lr_mult"
+
+
+def module_lr_mult(model: nn.Module, prefix: str = "") -> dict[str, float]:
+    """The multipliers that ``model``'s submodules ask for through :data:`LR_MULT_HOOK`, keyed by parameter-name
+    prefixes of ``model`` (``prefix`` stripped, as :func:`param_groups` strips it from parameter names)."""
+    out: dict[str, float] = {}
+    for module_name, module in model.named_modules():
+        hook = getattr(module, LR_MULT_HOOK, None)
+        if not callable(hook):
+            continue
+        for key, mult in hook().items():
+            name = f"{module_name}.{key}" if module_name else key
+            out[name[len(prefix):] if prefix and name.startswith(prefix) else name] = float(mult)
+    return out
+
+
 def create_optimizer(model: nn.Module, solver, *, lr_mult: Mapping[str, float] | None = None,
                     prefix: str = "") -> torch.optim.Optimizer:
     """AdamW or SGD over :func:`param_groups`; ``foreach`` kernels (one launch for all tensors of a group) on every
-    device, ``fused`` AdamW on CUDA."""
+    device, ``fused`` AdamW on CUDA.
+
+    The multipliers are the model's own (:func:`module_lr_mult`, e.g. the retrieval task's ``text_lr_mult``) with
+    ``lr_mult`` (default ``solver.lr_mult``) on top: an explicit entry for the same prefix wins, and the longest
+    matching prefix picks a parameter's multiplier."""
+    explicit = solver.lr_mult if lr_mult is None else lr_mult
+    multipliers = {**module_lr_mult(model, prefix), **dict(explicit or {})}
     # a model with plugin parts (TrainableParts) names the parts that get their own groups
     groups = param_groups(model, solver.weight_decay, decay_all=solver.weight_decay_all,
-                          lr_mult=solver.lr_mult if lr_mult is None else lr_mult, prefix=prefix,
-                          own_groups=getattr(model, "own_groups", None))
+                          lr_mult=multipliers, prefix=prefix, own_groups=getattr(model, "own_groups", None))
     for group in groups:
         group["lr"] = solver.lr * group["lr_mult"]
         group.pop("names")
@@ -101,6 +125,16 @@ def lr_factor_fn(solver, steps_per_epoch: int) -> Callable[[int], float]:
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
+
+
+def base_lr(groups: list[dict[str, Any]]) -> float:
+    """The schedule's current base lr (``solver.lr`` x factor) from an optimizer's groups: what logs report as
+    ``lr``. Groups are sorted by multiplier, so the first one may be a part trained at a fraction of the rate (the
+    retrieval text tower at 1e-3 x): a multiplier-1 group's lr, else the first group's divided by its multiplier."""
+    for group in groups:
+        if group.get("lr_mult", 1.0) == 1.0:
+            return float(group["lr"])
+    return float(groups[0]["lr"]) / float(groups[0].get("lr_mult", 1.0))
 
 
 def create_scheduler(optimizer: torch.optim.Optimizer, solver, steps_per_epoch: int):

@@ -17,9 +17,10 @@ import torch
 
 from ..data.lists import read_label_names
 from ..data.transforms import resolve_scale_size
-from ..engine.builders import load_for_inference
+from ..engine.builders import config_for_checkpoint, load_for_inference
 from ..errors import Side4VideoError
 from ..files import atomic_write_json
+from ..tasks import require_classification
 from .exporters import DEFAULT_OPSET, FILE_NAMES, FORMATS, eager_runner, export_graph, load_runner, require_onnx
 from .graphs import GraphSpec, clip_spec, frames_per_window, stream_spec
 from .validate import DEFAULT_TOLERANCE, STREAM_STEPS, Comparison, check_tolerance, compare
@@ -153,6 +154,11 @@ def export_checkpoint(weights: str | Path, out: str | Path, *, fmt: str, mode: s
         raise ValueError(f"unknown export mode {mode!r} (choose from {', '.join(MODES)})")
     if fmt == "onnx":
         require_onnx()      # before the minutes of loading and tracing
+    # the graphs are a recognition model's (clip → logits, frame + state → scores): refuse other tasks before the
+    # backbone is built
+    require_classification(config_for_checkpoint(weights, config, [*opts, *FP32_OPTS]), "side4video export",
+                           "a retrieval checkpoint's video and caption embeddings are written by side4video "
+                           "extract-retrieval")
     cfg, backbone, model = load_for_inference(weights, config, [*opts, *FP32_OPTS], device="cpu")
     model.float()
     window = frames_per_window(cfg, frames)

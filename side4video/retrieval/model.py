@@ -6,7 +6,8 @@
     captions ─► tokenize (SOT + max_words-2 BPE tokens + EOT) ─► text tower ─► sentence [N, D], words [N, 77, D]
 
 What trains: the side network (with its zero-initialised ``side_proj``) and the logit scale; the text tower too if
-it is built ``trainable`` (the reference's setting, at 1e-3 × the learning rate). Frozen towers are held outside the
+it is built ``trainable`` (the reference's setting, at ``text_lr_mult`` = 1e-3 × the learning rate, asked of the
+optimizer through :meth:`RetrievalModel.param_lr_mult`). Frozen towers are held outside the
 module tree (:class:`FrozenTowers`), so they never appear in ``parameters()``, ``state_dict()`` or an optimizer;
 :meth:`RetrievalModel.to` moves them along (keeping their own precision).
 """
@@ -67,13 +68,19 @@ class RetrievalModel(nn.Module):
         video_head: ``side4video`` (the side network, the reference) or ``temporal_transformer`` (a baseline:
             :class:`~side4video.retrieval.head.FrameTransformer` over the frozen frame embeddings, CLIP4Clip's
             ``seqTransf``; no side network).
+        text_lr_mult: the trainable text tower's lr relative to the base lr (its own optimizer groups, through
+            :meth:`param_lr_mult`; the reference's ``coef_lr``, 1e-3); unused with a frozen text tower.
         side_options: keyword arguments of :class:`RetrievalSideNetwork` (e.g. ``side_dim=320``).
     """
 
     def __init__(self, backbone: FrozenEncoder, text_tower: FrozenTextTower, side: RetrievalSideNetwork | None = None,
                  *, logit_scale_init: float | str = CLIP_INIT_LOGIT_SCALE, max_words: int = 32,
-                 sim_header: str = "wti", video_head: str = "side4video", **side_options: Any):
+                 sim_header: str = "wti", video_head: str = "side4video", text_lr_mult: float = 1e-3,
+                 **side_options: Any):
         super().__init__()
+        if not text_lr_mult > 0:
+            raise ValueError(f"text_lr_mult must be > 0, got {text_lr_mult}")
+        self.text_lr_mult = float(text_lr_mult)
         if video_head not in VIDEO_HEADS:
             raise ValueError(f"video_head must be one of {', '.join(VIDEO_HEADS)}, got {video_head!r}")
         if sim_header not in SIM_HEADERS:
@@ -119,6 +126,12 @@ class RetrievalModel(nn.Module):
     @property
     def embed_dim(self) -> int:
         return self.backbone.info.embed_dim
+
+    def param_lr_mult(self) -> dict[str, float]:
+        """Parameter-name prefix → lr multiplier, read by ``engine.optim.create_optimizer``: the pretrained text
+        tower, when it trains, fine-tunes at a small fraction of the rate the new side network learns at (the
+        reference's ``coef_lr``: CLIP's weights would be wrecked at the side network's rate)."""
+        return {"text": self.text_lr_mult} if self.text is not None else {}
 
     def scale(self) -> torch.Tensor:
         """``exp(logit_scale)``, the learned inverse temperature, clamped at 100 as the reference (no gradient
@@ -213,19 +226,19 @@ def create_retrieval_model(arch: str | Path, pretrained: str | Path | bool | Non
                            quick_gelu: bool | None = None, pretrained_dir: str | Path | None = None,
                            logit_scale_init: float | str = CLIP_INIT_LOGIT_SCALE, max_words: int = 32,
                            sim_header: str = "wti", device: str | torch.device | None = None,
-                           **side_options: Any) -> RetrievalModel:
+                           text_lr_mult: float = 1e-3, **side_options: Any) -> RetrievalModel:
     """Both towers from one CLIP weight file (each through the backbone loader), and a new side network.
 
     ``precision``/``text_precision``: the frozen towers' (a trainable text tower is fp32); ``train_text``: train
-    the text tower (the reference does, at 1e-3 × the learning rate; costs memory); ``side_options``: see
-    :class:`RetrievalSideNetwork`. The other arguments are ``create_backbone``'s.
+    the text tower (the reference does, at ``text_lr_mult`` = 1e-3 × the learning rate; costs memory);
+    ``side_options``: see :class:`RetrievalSideNetwork`. The other arguments are ``create_backbone``'s.
     """
     backbone = create_backbone(arch, pretrained, precision=precision, quick_gelu=quick_gelu,
                                pretrained_dir=pretrained_dir)
     text = create_text_tower(arch, pretrained, precision="fp32" if train_text else text_precision,
                              trainable=train_text, quick_gelu=quick_gelu, pretrained_dir=pretrained_dir)
     model = RetrievalModel(backbone, text, logit_scale_init=logit_scale_init, max_words=max_words,
-                           sim_header=sim_header, **side_options)
+                           sim_header=sim_header, text_lr_mult=text_lr_mult, **side_options)
     if device is not None:
         model.to(device)
     return model

@@ -67,8 +67,11 @@ class RetrievalTask(Task):
         sim_header: ``wti`` (the reference) or ``meanP``.
         text_chunk: captions scored at once in evaluation (bounds the ``words × frames`` memory of WTI).
         logit_scale_init: the temperature's start (CLIP's ln(1/0.07)) or ``pretrained`` (the weight file's).
-        train_text: train the text tower too (the reference does, at ``text_lr_mult`` × lr through
-            ``solver.lr_mult``); costs the text tower's activations and gradients.
+        train_text: train the text tower too (the reference does, at ``text_lr_mult`` × lr); costs the text
+            tower's activations and gradients.
+        text_lr_mult: with ``train_text``, the text tower's lr relative to ``solver.lr`` (its own optimizer groups,
+            following the same schedule; the reference's ``coef_lr``, 1e-3); must be > 0. An explicit
+            ``solver.lr_mult: {text: ...}`` entry takes precedence. Unused when the text tower is frozen.
         video_head: ``side4video`` (the side network) or ``temporal_transformer`` (a baseline over the frozen
             frame embeddings, CLIP4Clip's ``seqTransf``; ``network.*`` side options then do not apply).
         dsl: also report dual-softmax re-ranked metrics (``dsl_t2v_*``, ``dsl_v2t_*``): each score multiplied by
@@ -81,7 +84,8 @@ class RetrievalTask(Task):
 
     def __init__(self, sim_header: str = "wti", text_chunk: int = 256,
                  logit_scale_init: float | str = CLIP_INIT_LOGIT_SCALE, train_text: bool = False,
-                 video_head: str = "side4video", dsl: bool = False, dsl_scale: float = 100.0):
+                 video_head: str = "side4video", dsl: bool = False, dsl_scale: float = 100.0,
+                 text_lr_mult: float = 1e-3):
         if sim_header not in SIM_HEADERS:
             raise ConfigError(f"task 'retrieval': sim_header must be one of {', '.join(SIM_HEADERS)}, got "
                               f"{sim_header!r}")
@@ -89,6 +93,13 @@ class RetrievalTask(Task):
         self.text_chunk = int(text_chunk)
         self.logit_scale_init = logit_scale_init
         self.train_text = bool(train_text)
+        try:
+            mult = float(text_lr_mult)
+        except (TypeError, ValueError):
+            mult = float("nan")          # refused below with the value as given
+        if not mult > 0:
+            raise ConfigError(f"task 'retrieval': text_lr_mult must be > 0, got {text_lr_mult!r}")
+        self.text_lr_mult = mult
         if video_head not in VIDEO_HEADS:
             raise ConfigError(f"task 'retrieval': video_head must be one of {', '.join(VIDEO_HEADS)}, got "
                               f"{video_head!r}")
@@ -107,14 +118,16 @@ class RetrievalTask(Task):
         if self.video_head == "temporal_transformer":
             return RetrievalModel(backbone, text, logit_scale_init=self.logit_scale_init,
                                   max_words=int(cfg.data.max_words), sim_header=self.sim_header,
-                                  video_head=self.video_head, max_frames=int(cfg.data.max_frames))
+                                  video_head=self.video_head, max_frames=int(cfg.data.max_frames),
+                                  text_lr_mult=self.text_lr_mult)
         options = dict(side_dim=net.side_dim, layers=net.side_layers, norm=net.side_norm, tap_norm=net.tap_norm,
                        head_norm=True if net.head_norm is None else net.head_norm, fusion_weight=net.fusion_weight,
                        temporal_module=net.temporal_module, side_modules=[dict(m) for m in net.side_modules],
                        mlp_ratio=net.mlp_ratio, drop_path=net.drop_path, grad_checkpointing=net.grad_checkpointing,
                        recompute=net.recompute, sync_bn=net.sync_bn)
         return RetrievalModel(backbone, text, logit_scale_init=self.logit_scale_init,
-                              max_words=int(cfg.data.max_words), sim_header=self.sim_header, **options)
+                              max_words=int(cfg.data.max_words), sim_header=self.sim_header,
+                              text_lr_mult=self.text_lr_mult, **options)
 
     def build_datasets(self, cfg, seed: int):
         """(training set, validation set, their collate functions): one training item per caption, the validation

@@ -52,6 +52,7 @@ from ..engine.logging_utils import progress_bar
 from ..errors import DataError, InputNotFoundError
 from ..files import atomic_write_bytes
 from ..models.assembly import TapAssembler, protocol_name
+from ..tasks import require_classification
 from .common import add_config_arguments, load_tool_config, positive_int, run_command
 
 FORMAT = "side4video-features-v1"
@@ -206,7 +207,10 @@ def extract_features(cfg, list_file: str | Path, root: str | Path, out: str | Pa
                      workers: int | None = None, max_views: int = 64, progress: bool = True) -> dict[str, Any] | None:
     """Extract (or finish extracting) the features of every video of ``list_file``; returns index.json's content
     on rank 0 (None on other ranks)."""
-
+    # the lists are labelled recognition lists (data.num_classes, labels.csv): refuse other tasks before a process
+    # group or the backbone is set up
+    require_classification(cfg, "side4video extract", "for a retrieval model's video and caption embeddings use "
+                                                      "side4video extract-retrieval")
     if shard_size < 1:
         raise ValueError(f"--shard_size must be positive, got {shard_size}")
     rank, world, device = _rank_and_world()
