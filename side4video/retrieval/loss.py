@@ -9,10 +9,10 @@ gradient). The gradients of the parameters producing the embeddings, **summed** 
 gradient of one process holding the whole batch; the logit scale, which every rank uses directly, gets the full
 gradient on each rank. DistributedDataParallel averages gradients, so under DDP the embedding path's gradient is
 ``1 / world_size`` of the single-process one while the logit scale's is exact; the reference trains this way and
-its learning rates are set for it. (``torch.distributed.nn.functional.all_gather`` would instead sum every rank's
-gradient for each slot in its backward, giving each rank ``world_size`` times its local gradient, which DDP's mean
-turns into the exact single-process gradient: a different convention from the reference's, with a
-reduce-scatter per backward; not used here.)
+its learning rates are set for it. ``sum_gradients=True`` (the task's ``gather_gradient: summed``) instead sums
+every rank's gradient for each slot (an all-reduce per backward): each rank gets ``world_size`` times its local
+gradient, which the mean turns into the exact single-process gradient, so W processes x b train exactly as
+1 process x W b.
 """
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def clamp_logit_scale_(logit_scale: Tensor, max_scale: float = MAX_LOGIT_SCALE) 
     return logit_scale
 
 
-def gather_with_grad(tensor: Tensor) -> Tensor:
+def gather_with_grad(tensor: Tensor, sum_gradients: bool = False) -> Tensor:
     """Concatenate ``tensor`` from every rank of the default process group along dim 0, rank order.
 
     Args:
@@ -79,14 +79,35 @@ def gather_with_grad(tensor: Tensor) -> Tensor:
 
     This is the reference's ``AllGather`` (whose backward returns this rank's slice of the gradient), written as
     a gather without autograd followed by putting the local tensor back into its slot: no communication in the
-    backward pass. See the module docstring for how the per-rank gradients add up.
+    backward pass. ``sum_gradients``: every slot's gradient summed over the ranks in the backward instead (exact
+    single-process gradients under the data-parallel mean). See the module docstring.
     """
     if not dist.is_available() or not dist.is_initialized():
         return tensor
     world_size = dist.get_world_size()
     if world_size == 1:
         return tensor
+    if sum_gradients:
+        return _GatherSummingGradients.apply(tensor.contiguous())
     parts = [torch.empty_like(tensor) for _ in range(world_size)]
     dist.all_gather(parts, tensor.detach().contiguous())
     parts[dist.get_rank()] = tensor
     return torch.cat(parts, dim=0)
+
+
+class _GatherSummingGradients(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums the gradient of the gathered tensor over the ranks and returns this
+    rank's slice: the gradient of the sum of every rank's loss with respect to this rank's part."""
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor) -> Tensor:
+        ctx.rank, ctx.rows = dist.get_rank(), tensor.shape[0]
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor)
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]

@@ -72,6 +72,10 @@ class RetrievalTask(Task):
         text_lr_mult: with ``train_text``, the text tower's lr relative to ``solver.lr`` (its own optimizer groups,
             following the same schedule; the reference's ``coef_lr``, 1e-3); must be > 0. An explicit
             ``solver.lr_mult: {text: ...}`` entry takes precedence. Unused when the text tower is frozen.
+        gather_gradient: with several processes, ``local`` (the reference's all-gather: each process keeps the
+            gradient of its own embeddings, so after the data-parallel mean the side network's gradient is 1/W of a
+            single process's on the same global batch, the similarity head's and temperature's exact) or ``summed``
+            (every process's gradient for each embedding summed: W processes x b train exactly as 1 x W b).
         video_head: ``side4video`` (the side network) or ``temporal_transformer`` (a baseline over the frozen
             frame embeddings, CLIP4Clip's ``seqTransf``; ``network.*`` side options then do not apply).
         dsl: also report dual-softmax re-ranked metrics (``dsl_t2v_*``, ``dsl_v2t_*``): each score multiplied by
@@ -85,7 +89,7 @@ class RetrievalTask(Task):
     def __init__(self, sim_header: str = "wti", text_chunk: int = 256,
                  logit_scale_init: float | str = CLIP_INIT_LOGIT_SCALE, train_text: bool = False,
                  video_head: str = "side4video", dsl: bool = False, dsl_scale: float = 100.0,
-                 text_lr_mult: float = 1e-3):
+                 text_lr_mult: float = 1e-3, gather_gradient: str = "local"):
         if sim_header not in SIM_HEADERS:
             raise ConfigError(f"task 'retrieval': sim_header must be one of {', '.join(SIM_HEADERS)}, got "
                               f"{sim_header!r}")
@@ -104,6 +108,9 @@ class RetrievalTask(Task):
             raise ConfigError(f"task 'retrieval': video_head must be one of {', '.join(VIDEO_HEADS)}, got "
                               f"{video_head!r}")
         self.video_head = video_head
+        if gather_gradient not in ("local", "summed"):
+            raise ConfigError(f"task 'retrieval': gather_gradient must be local or summed, got {gather_gradient!r}")
+        self.sum_gradients = gather_gradient == "summed"
         self.dsl, self.dsl_scale = bool(dsl), float(dsl_scale)
         self.val_captions: CaptionSet | None = None
 
@@ -155,8 +162,10 @@ class RetrievalTask(Task):
         tokens, word_mask = model.tokenize(batch.extra["captions"])
         tokens, word_mask = tokens.to(outputs.frames.device), word_mask.to(outputs.frames.device)
         sentence, words = model.encode_text(tokens, word_mask)
-        # the whole global batch enters the loss; each process keeps the gradient of its own part
-        frames, sentence, words = (gather_with_grad(t.contiguous()) for t in (outputs.frames, sentence, words))
+        # the whole global batch enters the loss; each process keeps the gradient of its own part (or, summed, of
+        # every process's loss for it)
+        frames, sentence, words = (gather_with_grad(t.contiguous(), self.sum_gradients)
+                                   for t in (outputs.frames, sentence, words))
         word_mask = gather_with_grad(word_mask.contiguous())
         similarity = model.similarity(sentence, words, word_mask, frames)
         return symmetric_contrastive_loss(similarity, model.logit_scale.clamp(max=MAX_LOGIT_SCALE))

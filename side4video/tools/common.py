@@ -35,7 +35,9 @@ def run_command(body: Callable[[], int], *, interrupted: Callable[[], str] | Non
     stderr and exit status ``code`` (or the error's own ``exit_status``, e.g. 130/143 for a run stopped by a
     signal); Ctrl-C one line and 130; anything else keeps its traceback."""
     try:
-        return body()
+        status = body()
+        _close_process_group()
+        return status
     except Side4VideoError as exc:
         status = getattr(exc, "exit_status", None)
         if status is not None:          # a run that stopped cleanly: its message is not an error
@@ -53,6 +55,19 @@ def run_command(body: Callable[[], int], *, interrupted: Callable[[], str] | Non
         if is_main_process():
             print(f"\n{message}", file=sys.stderr)
         return 130
+
+
+def _close_process_group() -> None:
+    """After a command that succeeded on every process: wait for all, then destroy the process group. Left to
+    interpreter exit, the group's teardown raced the rendezvous store of the first process (which may already have
+    exited): "terminate called without an active exception" killed another process about 1 run in 5 (2-process
+    retrieval runs on gloo)."""
+    import torch.distributed as dist  # deferred: commands that never start a group skip it
+
+    if dist.is_available() and dist.is_initialized():
+        from ..engine.distributed import barrier, cleanup  # deferred: the engine is heavy to import
+        barrier()
+        cleanup()
 
 
 def positive_int(text: str) -> int:

@@ -4,7 +4,8 @@ What must hold (see ``side4video/retrieval/loss.py``): every process gathers the
 step's loss is the 1-process loss of the same captions and clips; each process back-propagates into its own
 embeddings only, so after DeepSpeed's gradient mean the embedding path (the side network) gets 1/2 of the 1-process
 gradient, while the parameters every process applies to the whole gathered batch (the WTI similarity head, the
-logit scale) get the exact one — the reference's convention. One plain SGD step (no weight decay, no warm-up)
+logit scale) get the exact one — the reference's convention; with ``task.gather_gradient: summed`` every update
+equals the 1-process one. One plain SGD step (no weight decay, no warm-up)
 makes that visible as update sizes. The 2-process validation equals test.py's 1-process scoring of the same
 checkpoint."""
 from __future__ import annotations
@@ -73,7 +74,23 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
     cfg = load_config(one_cfg)
     initial = model_from_config(cfg, backbone_from_config(cfg), seed=cfg.seed).state_dict()
     w1 = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")["model"]
-    w2 = load_checkpoint(out / "checkpoints" / "last.pt")["model"]
+    _check_updates(initial, w1, load_checkpoint(out / "checkpoints" / "last.pt")["model"], side_fraction=0.5)
+
+    # task.gather_gradient: summed: every rank's gradient for each embedding summed, so the same update as 1 process
+    summed_cfg, _ = write_toy_retrieval_config(root, train_videos=3, epochs=1, name="summed.yaml",
+                                               **{"data.batch_size": BATCH, "task.gather_gradient": "summed"},
+                                               **COMMON)
+    summed = run_script(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+                         "train.py", "--config", str(summed_cfg), "--output", str(tmp_path / "summed")])
+    assert summed.returncode == 0, summed.stdout[-3000:] + summed.stderr[-3000:]
+    assert _losses(tmp_path / "summed")[1] == pytest.approx(a[1], rel=1e-6)
+    _check_updates(initial, w1, load_checkpoint(tmp_path / "summed" / "checkpoints" / "last.pt")["model"],
+                   side_fraction=1.0)
+
+
+def _check_updates(initial: dict, w1: dict, w2: dict, side_fraction: float) -> None:
+    """The 2-process update ``w2 - initial`` is ``side_fraction`` of the 1-process one for the side network and
+    equal to it for every other trained parameter."""
     assert w1.keys() == w2.keys() == initial.keys()
     moved = []
     for key, start in initial.items():
@@ -89,7 +106,7 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
             assert d2.abs().max() < 1e-5, key
             continue
         moved.append(key)
-        expected = d1 / 2 if key.startswith("side.") else d1
+        expected = d1 * side_fraction if key.startswith("side.") else d1
         torch.testing.assert_close(d2, expected, rtol=1e-3, atol=1e-6, msg=key)
     assert any(k.startswith("side.") for k in moved) and "logit_scale" in moved and any(k.startswith("wti.")
                                                                                          for k in moved), moved
