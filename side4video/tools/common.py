@@ -10,7 +10,11 @@ import sys
 from typing import Callable, Iterator, Sequence
 
 from ..config import load_config
-from ..engine.distributed import default_device  # noqa: F401  (re-exported for the tools)
+from ..engine.distributed import (
+    barrier,
+    cleanup,
+    default_device,  # noqa: F401  (re-exported for the tools)
+)
 from ..errors import Side4VideoError
 from ..files import atomic_write_bytes  # noqa: F401  (re-exported: the tools write through it)
 
@@ -62,12 +66,8 @@ def _close_process_group() -> None:
     interpreter exit, the group's teardown raced the rendezvous store of the first process (which may already have
     exited): "terminate called without an active exception" killed another process about 1 run in 5 (2-process
     retrieval runs on gloo)."""
-    import torch.distributed as dist  # deferred: commands that never start a group skip it
-
-    if dist.is_available() and dist.is_initialized():
-        from ..engine.distributed import barrier, cleanup  # deferred: the engine is heavy to import
-        barrier()
-        cleanup()
+    barrier()
+    cleanup()
 
 
 def positive_int(text: str) -> int:
