@@ -315,3 +315,17 @@ def test_the_ablation_runner_augments_on_the_device_too(toy_data, tmp_path):
         weights[placement] = load_checkpoint(tmp_path / placement / "conv" / "checkpoint.pt")["model"]
     assert weights["device"].keys() == weights["workers"].keys()
     assert all(torch.equal(weights["device"][k], weights["workers"][k]) for k in weights["workers"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (benchmarks/gpu_session.sh runs it)")
+def test_device_augmentation_on_cuda_equals_the_cpu(textured_frames):
+    """The same batch augmented on a GPU and on the CPU: float kernels may round a value one level apart."""
+    cfg = data_config(*textured_frames, rand_aug=True, rand_aug_policy="rand-m9-n4-mstd0.5-inc1", grayscale=0.5,
+                      num_sample=2, augment_on="device")
+    dataset = create_dataset(cfg, "train", seed=2)
+    raw = collate_train([dataset[i] for i in range(4)])
+    on_cpu = batch_frames(raw, torch.device("cpu"))
+    on_gpu = batch_frames(raw, torch.device("cuda"))
+    assert on_gpu.device.type == "cuda"
+    difference = (on_cpu.int() - on_gpu.cpu().int()).abs()
+    assert difference.max() <= 1 and (difference == 0).float().mean() > 0.99
