@@ -175,9 +175,8 @@ def loader_clips_per_second(dataset, workers: int, seconds: float, batch: int = 
         sampler = TrainSampler(len(dataset) * 1000, seed=0)
         loader = create_loader(_Cycle(dataset), batch_size=batch, sampler=sampler, num_workers=workers,
                                persistent_workers=False, prefetch_factor=4 if workers else None)
-    clips, start, count = 0, None, 0
+    clips, start = 0, None
     for raw in loader:
-        count += 1
         if start is None:
             start = time.perf_counter()
             continue

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..data.dataset import DATA_FORMATS
 from ..data.decoders import VIDEO_BACKENDS
+from ..data.device_augment import AUGMENT_PLACEMENTS
 from ..data.sampling import DENSE_WINDOWS, PROTOCOL_CHOICES
 from ..data.transforms import TEST_CROP_CHOICES, THREE_CROP_MODES, TRAIN_CROPS
 from ..models.assembly import check_assembler_spec
@@ -146,7 +147,7 @@ SCHEMA: dict[str, Any] = {
         "augment_on": Key("auto", "where training augmentation runs: workers (each loader worker augments its clips) "
                                   "or device (workers only decode, at the smallest size that holds the crop; the "
                                   "training process augments whole batches with tensor operations on its device); "
-                                  "auto: device on a GPU, workers otherwise", Choice(("auto", "workers", "device"))),
+                                  "auto: device on a GPU, workers otherwise", Choice(AUGMENT_PLACEMENTS)),
         "rand_erase": Key(False, "random erasing (not supported: must stay False)", Bool()),
         "sampling": Key("segment", "frame sampling: TSN segments or a dense window", Choice(("segment", "dense"))),
         "sampling_rate": Key(8, "frame stride inside a dense window (tsn protocol)", _POSITIVE),

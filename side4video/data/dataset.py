@@ -28,6 +28,7 @@ from .device_augment import resolve_augment_on
 from .lists import VideoRecord, read_annotation_list, read_label_names
 from .sampling import FrameSampler, resolve_protocol
 from .transforms import (
+    ClipAugmentParams,
     ClipRandAugment,
     EvalViews,
     TrainAugmentation,
@@ -128,6 +129,10 @@ class ClipMaker:
     def _labels(self, label: int, flipped: Sequence[bool]) -> torch.Tensor:
         return torch.tensor([self.flip_label.get(label, label) if f else label for f in flipped], dtype=torch.int64)
 
+    def _draw_views(self, height: int, width: int, rng: np.random.Generator) -> list[ClipAugmentParams]:
+        """The ``num_sample`` views' parameters for the device (RandAugment operations recorded)."""
+        return [self.transform.draw(height, width, rng, record_ops=True) for _ in range(self.num_sample)]
+
     def train_clip(self, index: int, record: VideoRecord,
                    replacement: Callable[[np.random.Generator], VideoRecord | None],
                    open_clip: Callable[[VideoRecord], ClipReader] | None = None) -> dict[str, Any]:
@@ -146,11 +151,11 @@ class ClipMaker:
             try:
                 with open_clip(current) as reader:
                     indices = self.sampler.train(reader.num_frames, rng)
-                    if self.augment_on == "device" and getattr(reader, "scales_at_decode", False):
-                        # the same draws, in the same order, as below; the stored shape from the header, so that
-                        # the decoder can output the scaled frame's size
-                        views = [self.transform.draw(*reader.frame_shape, rng, record_ops=True)
-                                 for _ in range(self.num_sample)]
+                    # device placement with a decoder that scales: the views are drawn first (the same draws, in
+                    # the same order, as after decoding), from the header's shape, so that it decodes at their size
+                    draw_first = self.augment_on == "device" and getattr(reader, "scales_at_decode", False)
+                    if draw_first:
+                        views = self._draw_views(*reader.frame_shape, rng)
                         frames = reader.read(indices, min_size=views[0].scaled)
                     else:
                         frames = reader.read(indices)
@@ -159,9 +164,8 @@ class ClipMaker:
                 _bad_input_log.warn(error.path, error.reason, "replaced by another training video")
                 continue
             if self.augment_on == "device":
-                if not getattr(reader, "scales_at_decode", False):
-                    views = [self.transform.draw(*frames.shape[-2:], rng, record_ops=True)
-                             for _ in range(self.num_sample)]
+                if not draw_first:
+                    views = self._draw_views(*frames.shape[-2:], rng)
                     scaled = views[0].scaled
                     if frames.shape[-2] >= 2 * scaled[0] and frames.shape[-1] >= 2 * scaled[1]:
                         # a decoder that cannot scale (decord, torchcodec) and frames over twice the needed size

@@ -92,17 +92,13 @@ def collate_train(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     ``frames`` is then the list of B clips ``[n, 3, h_i, w_i]`` and ``augment`` the list of each one's view
     parameters (``side4video.data.device_augment.batch_frames`` makes the views).
     """
+    batch = dict(label=torch.cat([s["label"] for s in samples]),
+                 index=torch.tensor([s["index"] for s in samples], dtype=torch.int64),
+                 errors=[error for s in samples for error in s["errors"]],
+                 num_samples=len(samples))
     if "augment" in samples[0]:
-        return dict(frames=[s["frames"] for s in samples], augment=[list(s["augment"]) for s in samples],
-                    label=torch.cat([s["label"] for s in samples]),
-                    index=torch.tensor([s["index"] for s in samples], dtype=torch.int64),
-                    errors=[error for s in samples for error in s["errors"]],
-                    num_samples=len(samples))
-    return dict(frames=torch.cat([s["frames"] for s in samples]),
-                label=torch.cat([s["label"] for s in samples]),
-                index=torch.tensor([s["index"] for s in samples], dtype=torch.int64),
-                errors=[error for s in samples for error in s["errors"]],
-                num_samples=len(samples))
+        return dict(frames=[s["frames"] for s in samples], augment=[list(s["augment"]) for s in samples], **batch)
+    return dict(frames=torch.cat([s["frames"] for s in samples]), **batch)
 
 
 def collate_eval(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
